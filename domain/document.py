@@ -1,0 +1,55 @@
+"""Each ingested document is received once: a repeat is a no-op, a different one under a
+stored report_id is refused. Reports are keyed by ``report_id``; other documents by content."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.errors import Rejected
+from domain.events import DomainEvent, Text
+from domain.ids import document_uuid
+
+
+class DocumentReceived(DomainEvent):
+    kind: Text
+    key: Text
+    content_hash: Text
+    # What a report says about itself (publisher, title, url, …), kept for the record.
+    published_at: datetime | None = None
+    attributes: dict[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: UUID
+    key: str
+    content_hash: str
+
+
+def receive(
+    document: Document | None, *, kind: str, key: str, content_hash: str, published_at: datetime | None,
+    attributes: dict[str, Any], recorded_by: str,
+) -> DocumentReceived | None:
+    """``None`` when the identical document is already stored."""
+    if document is not None:
+        if document.content_hash == content_hash:
+            return None
+        raise Rejected("report_id", f"a different document is already stored under {key!r}")
+    return DocumentReceived(
+        originator_id=document_uuid(key),
+        originator_version=1,
+        recorded_by=recorded_by,
+        kind=kind,
+        key=key,
+        content_hash=content_hash,
+        published_at=published_at,
+        attributes=attributes,
+    )
+
+
+def evolve(document: Document | None, event: DomainEvent) -> Document:
+    assert isinstance(event, DocumentReceived) and document is None
+    return Document(event.originator_id, event.key, event.content_hash)

@@ -1,0 +1,56 @@
+"""The tally rules (CONTRACT section 4): which version counts, and how sources combine.
+
+Pure functions over figures; the read side fetches the candidate versions with an indexed
+query at the asked point and hands them here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One version of one claim as it stood at the asked point."""
+
+    kind: str  # "reported" or "retracted"
+    low: int | None
+    high: int | None
+    best: int | None
+    published_at: int
+    recorded: int  # position in the log where the version was first recorded
+
+    @property
+    def order(self) -> tuple[int, int]:
+        # The current version is the latest published; ties go to the one recorded last.
+        return (self.published_at, self.recorded)
+
+
+def current(candidates: Iterable[Candidate]) -> Candidate | None:
+    return max(candidates, key=lambda c: c.order, default=None)
+
+
+def counts(candidate: Candidate | None) -> bool:
+    return candidate is not None and candidate.kind == "reported"
+
+
+Policy = Callable[[list[Candidate]], int]
+
+POLICIES: dict[str, tuple[str, Policy]] = {
+    "conservative": ("best = the smallest low any counting source gives (the default)",
+                     lambda figures: min(f.low for f in figures)),
+    "highest": ("best = the largest high any counting source gives",
+                lambda figures: max(f.high for f in figures)),
+    "latest": ("best = the best (else low) of the source that published most recently",
+               lambda figures: _best_or_low(current(figures))),
+}
+
+
+def _best_or_low(figure: Candidate) -> int:
+    return figure.best if figure.best is not None else figure.low
+
+
+def combine(figures: list[Candidate], policy: str) -> tuple[int, int, int]:
+    """An incident's (low, high, best) from the current figures of its counting sources."""
+    return (min(f.low for f in figures), max(f.high for f in figures), POLICIES[policy][1](figures))
