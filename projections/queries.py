@@ -1,0 +1,292 @@
+"""Answers to tally, history and diff, read from the projections at a point on both clocks.
+
+``as_of`` (recorded) and ``known_at`` (published) are microseconds or ``None`` (now / any).
+Every query selects rows valid at the point with indexed range conditions; the tally rules
+themselves live in :mod:`domain.tally`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from domain.tally import POLICIES, Candidate, combine, counts, current
+from domain.time import format_instant
+
+FOREVER = 2**62
+GROUPINGS = ("incident", "country", "admin1", "admin2", "source", "perpetrator", "day", "month", "year")
+_FIELD_OF = {"country": "country", "admin1": "admin1", "admin2": "admin2", "perpetrator": "perpetrator",
+             "day": "occurred_day", "month": "occurred_day", "year": "occurred_day"}
+_CUT = {"day": 10, "month": 7, "year": 4}
+_VALID = "recorded_at <= ? AND (to_recorded_at IS NULL OR to_recorded_at > ?)"
+
+
+def _in(column: str, values: list[str]) -> str:
+    if not values:
+        return "1 = 0"  # ``IN ()`` is SQLite's alone
+    return f"{column} IN ({', '.join('?' * len(values))})"
+
+
+def canonical_ids(cursor: Any, as_of: int) -> dict[str, str]:
+    """Merged-away incident -> the incident its claims count under, at ``as_of``."""
+    cursor.execute(f"SELECT incident_id, canonical_id FROM tb_canonical WHERE {_VALID}", (as_of, as_of))
+    return dict(cursor.fetchall())
+
+
+def members(canonical: dict[str, str], incident_id: str) -> tuple[str, list[str]]:
+    """The incident a query by ``incident_id`` is answered for, and every id pooled there."""
+    target = canonical.get(incident_id, incident_id)
+    return target, [target, *(k for k, v in canonical.items() if v == target)]
+
+
+@dataclass
+class SourceFigure:
+    incident_id: str  # canonical
+    source: str
+    figure: Candidate
+
+
+def source_figures(cursor: Any, measure: str, group: str, as_of: int, known_at: int,
+                   incident_ids: list[str] | None, canonical: dict[str, str]) -> list[SourceFigure]:
+    """Each source's counting figure per canonical incident: its pooled claims' current version.
+
+    A source is named as in its earliest-recorded pooled claim, whatever ``known_at`` is."""
+    sql = (
+        "SELECT f.incident_id, f.source_key, f.kind, f.low, f.high, f.best, f.published_at, f.version_position,"
+        " c.source, c.position FROM tb_figures f JOIN tb_claims c ON c.claim_id = f.claim_id"
+        f" WHERE f.measure = ? AND f.grp = ? AND f.{_VALID.replace('to_recorded_at', 'f.to_recorded_at')}"
+    )
+    params: list[Any] = [measure, group, as_of, as_of]
+    if incident_ids is not None:
+        sql += " AND " + _in("f.incident_id", incident_ids)
+        params += incident_ids
+    cursor.execute(sql, params)
+    buckets: dict[tuple[str, str], list] = defaultdict(list)
+    for incident_id, key, kind, low, high, best, published_at, recorded, source, claim_position in cursor:
+        buckets[(canonical.get(incident_id, incident_id), key)].append(
+            (Candidate(kind, low, high, best, published_at, recorded), source, claim_position))
+    result = []
+    for (incident_id, _), rows in buckets.items():
+        figure = current(row[0] for row in rows if row[0].published_at <= known_at)
+        if counts(figure):
+            display = min(rows, key=lambda row: row[2])[1]
+            result.append(SourceFigure(incident_id, display, figure))
+    return result
+
+
+def incident_fields(cursor: Any, as_of: int, incident_ids: list[str] | None) -> dict[str, dict[str, Any]]:
+    sql = (f"SELECT incident_id, country, admin1, admin2, perpetrator, occurred_day FROM tb_incidents"
+           f" WHERE {_VALID}")
+    params: list[Any] = [as_of, as_of]
+    if incident_ids is not None:
+        sql += " AND " + _in("incident_id", incident_ids)
+        params += incident_ids
+    cursor.execute(sql, params)
+    names = ("country", "admin1", "admin2", "perpetrator", "occurred_day")
+    return {row[0]: dict(zip(names, row[1:], strict=True)) for row in cursor.fetchall()}
+
+
+def _sort_key(row: dict[str, Any]) -> tuple:
+    key = row["key"]
+    return (key is None, key.casefold() if isinstance(key, str) else key or "", key or "")
+
+
+def _row(key: Any, low: int, high: int, best: int, incidents: int, sources: set[str]) -> dict[str, Any]:
+    return {"key": key, "low": low, "high": high, "best": best, "incidents": incidents,
+            "sources": sorted(sources, key=lambda s: (s.casefold(), s))}
+
+
+def incident_rows(figures: list[SourceFigure], policy: str) -> dict[str, dict[str, Any]]:
+    by_incident: dict[str, list[SourceFigure]] = defaultdict(list)
+    for figure in figures:
+        by_incident[figure.incident_id].append(figure)
+    rows = {}
+    for incident_id, found in by_incident.items():
+        low, high, best = combine([f.figure for f in found], policy)
+        rows[incident_id] = _row(incident_id, low, high, best, 1, {f.source for f in found})
+    return rows
+
+
+def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str = "incident",
+          incident: str | None = None, as_of: int | None = None, known_at: int | None = None,
+          policy: str = "conservative") -> dict[str, Any]:
+    point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
+    canonical = canonical_ids(cursor, point_r)
+    pooled = members(canonical, incident)[1] if incident is not None else None
+    figures = source_figures(cursor, measure, group, point_r, point_v, pooled, canonical)
+    per_incident = incident_rows(figures, policy)
+    if by == "incident":
+        rows = list(per_incident.values())
+    elif by == "source":
+        rows = _by_source(figures, policy)
+    else:
+        rows = _by_field(cursor, per_incident, by, point_r)
+    rows.sort(key=_sort_key)
+    return {
+        "measure": measure, "group": group, "by": by, "policy": policy,
+        "as_of": format_instant(as_of), "known_at": format_instant(known_at),
+        "rows": rows,
+        "total": {
+            "low": sum(r["low"] for r in per_incident.values()),
+            "high": sum(r["high"] for r in per_incident.values()),
+            "best": sum(r["best"] for r in per_incident.values()),
+            "incidents": len(per_incident),
+        },
+    }
+
+
+def _by_source(figures: list[SourceFigure], policy: str) -> list[dict[str, Any]]:
+    by_key: dict[str, list[SourceFigure]] = defaultdict(list)
+    for figure in figures:
+        by_key[figure.source.casefold()].append(figure)
+    rows = []
+    for found in by_key.values():
+        name = found[0].source
+        best = POLICIES[policy][1]
+        rows.append(_row(name, sum(f.figure.low for f in found), sum(f.figure.high for f in found),
+                         sum(best([f.figure]) for f in found), len({f.incident_id for f in found}), {name}))
+    return rows
+
+
+def _by_field(cursor: Any, per_incident: dict[str, dict[str, Any]], by: str, as_of: int) -> list[dict[str, Any]]:
+    fields = incident_fields(cursor, as_of, list(per_incident) if len(per_incident) < 500 else None)
+    groups: dict[Any, dict[str, Any]] = {}
+    for incident_id, row in per_incident.items():
+        value = fields.get(incident_id, {}).get(_FIELD_OF[by])
+        if value is not None and by in _CUT:
+            value = value[: _CUT[by]]
+        group = groups.setdefault(value, _row(value, 0, 0, 0, 0, set()) | {"sources": set()})
+        for name in ("low", "high", "best", "incidents"):
+            group[name] += row[name]
+        group["sources"].update(row["sources"])
+    return [g | {"sources": sorted(g["sources"], key=lambda s: (s.casefold(), s))} for g in groups.values()]
+
+
+# -- history ------------------------------------------------------------------------------
+
+_ENTRY = ("position", "claim_id", "kind", "version", "low", "high", "best", "qualifier", "published_at",
+          "recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
+
+
+def _entry_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": row["kind"], "version": row["version"], "low": row["low"], "high": row["high"],
+        "best": row["best"], "published_at": format_instant(row["published_at"]),
+        "recorded_at": format_instant(row["recorded_at"]), "report_id": row["report_id"],
+        "reason": row["reason"], "recorded_by": row["recorded_by"], "qualifier": row["qualifier"],
+        "quote": row["quote"], "note": row["note"],
+    }
+
+
+def _claims(cursor: Any, as_of: int, incident_ids: list[str] | None, source: str | None, measure: str | None,
+            group: str | None) -> list[tuple]:
+    sql = "SELECT claim_id, incident_id, source, measure, grp FROM tb_claims WHERE recorded_at <= ?"
+    params: list[Any] = [as_of]
+    for column, value in (("source_key", source.strip().casefold() if source else None), ("measure", measure),
+                          ("grp", group)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    if incident_ids is not None:
+        sql += " AND " + _in("incident_id", incident_ids)
+        params += incident_ids
+    cursor.execute(sql + " ORDER BY position", params)
+    return cursor.fetchall()
+
+
+def _entries(cursor: Any, claim_ids: list[str] | None, after: int, upto: int) -> dict[str, list[dict]]:
+    sql = f"SELECT {', '.join(_ENTRY)} FROM tb_entries WHERE recorded_at > ? AND recorded_at <= ?"
+    params: list[Any] = [after, upto]
+    if claim_ids is not None:
+        sql += " AND " + _in("claim_id", claim_ids)
+        params += claim_ids
+    cursor.execute(sql + " ORDER BY position", params)
+    entries: dict[str, list[dict]] = defaultdict(list)
+    for row in cursor.fetchall():
+        entry = dict(zip(_ENTRY, row, strict=True))
+        entries[entry["claim_id"]].append(entry)
+    return entries
+
+
+def _current(cursor: Any, claim_ids: list[str] | None, as_of: int, known_at: int) -> dict[str, dict[str, Any]]:
+    sql = (f"SELECT claim_id, version, kind, low, high, best, published_at, version_position FROM tb_figures"
+           f" WHERE {_VALID} AND published_at <= ?")
+    params: list[Any] = [as_of, as_of, known_at]
+    if claim_ids is not None:
+        sql += " AND " + _in("claim_id", claim_ids)
+        params += claim_ids
+    cursor.execute(sql, params)
+    versions: dict[str, list[tuple[Candidate, int]]] = defaultdict(list)
+    for claim_id, version, kind, low, high, best, published_at, recorded in cursor.fetchall():
+        versions[claim_id].append((Candidate(kind, low, high, best, published_at, recorded), version))
+    result = {}
+    for claim_id, found in versions.items():
+        figure, version = max(found, key=lambda pair: pair[0].order)
+        counting = counts(figure)
+        result[claim_id] = {"counting": counting, "version": version, "low": figure.low if counting else None,
+                            "high": figure.high if counting else None, "best": figure.best if counting else None}
+    return result
+
+
+def _small(ids: list[str]) -> list[str] | None:
+    # Long IN lists cost more than a scan of the point's rows; SQLite also caps parameters.
+    return ids if len(ids) <= 500 else None
+
+
+def history(cursor: Any, *, incident: str | None = None, source: str | None = None, measure: str | None = None,
+            group: str | None = None, as_of: int | None = None, known_at: int | None = None) -> dict[str, Any]:
+    point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
+    canonical = canonical_ids(cursor, point_r)
+    pooled = members(canonical, incident)[1] if incident is not None else None
+    claims = _claims(cursor, point_r, pooled, source, measure, group)
+    ids = _small([c[0] for c in claims])
+    entries = _entries(cursor, ids, -1, point_r)
+    currents = _current(cursor, ids, point_r, point_v)
+    nothing = {"counting": False, "version": None, "low": None, "high": None, "best": None}
+    result = []
+    for claim_id, incident_id, source_name, claim_measure, claim_group in claims:
+        item: dict[str, Any] = {"claim_id": claim_id, "incident_id": incident_id}
+        if canonical.get(incident_id, incident_id) != incident_id:
+            item["canonical_id"] = canonical[incident_id]
+        item |= {"source": source_name, "measure": claim_measure, "group": claim_group,
+                 "entries": [_entry_json(e) for e in entries.get(claim_id, [])],
+                 "current": currents.get(claim_id, nothing)}
+        result.append(item)
+    return {"as_of": format_instant(as_of), "known_at": format_instant(known_at), "claims": result}
+
+
+# -- diff ---------------------------------------------------------------------------------
+
+def diff(cursor: Any, *, start: int, end: int, known_at: int | None = None, measure: str = "killed",
+         group: str = "all", policy: str = "conservative") -> dict[str, Any]:
+    point_v = known_at if known_at is not None else FOREVER
+    sides = []
+    for point in (start, end):
+        canonical = canonical_ids(cursor, point)
+        rows = incident_rows(source_figures(cursor, measure, group, point, point_v, None, canonical), policy)
+        sides.append((canonical, rows))
+    (canonical_before, before), (canonical_after, after) = sides
+    figures = ("low", "high", "best")
+    changed = sorted(
+        (i for i in before.keys() | after.keys()
+         if [before.get(i, {}).get(f) for f in figures] != [after.get(i, {}).get(f) for f in figures]),
+    )
+    claims = _claims(cursor, end, None, None, measure, group)
+    entries = _entries(cursor, None, start, end)
+    touching: dict[str, list[dict]] = defaultdict(list)
+    for claim_id, incident_id, source_name, _, _ in claims:
+        for entry in entries.get(claim_id, []):
+            for incident in {canonical_before.get(incident_id, incident_id), canonical_after.get(incident_id, incident_id)}:
+                touching[incident].append(
+                    _entry_json(entry) | {"claim_id": claim_id, "incident_id": incident_id, "source": source_name})
+    changes = []
+    for incident_id in changed:
+        changes.append({
+            "incident_id": incident_id,
+            "before": {f: before[incident_id][f] for f in figures} if incident_id in before else None,
+            "after": {f: after[incident_id][f] for f in figures} if incident_id in after else None,
+            "entries": sorted(touching.get(incident_id, []), key=lambda e: (e["recorded_at"], e["version"])),
+        })
+    return {"from": format_instant(start), "to": format_instant(end), "known_at": format_instant(known_at),
+            "measure": measure, "group": group, "changes": changes}
