@@ -1,0 +1,3 @@
+from tollbook.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""The Python API: every CLI command is a thin wrapper over one method here.
+
+    from tollbook.api import Tollbook
+    book = Tollbook("tollbook.db", editor="ana")
+    book.ingest(open("examples/seed-2018-09-09.jsonl"))
+    book.tally(by="admin1", known_at="2018-09-09T09:00:00Z")
+
+Queries first bring the projections up to date, so a reader always sees what was just written.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from domain.tally import POLICIES
+from domain.time import parse_instant, to_micros
+from projections import queries
+from projections.projector import Projector
+from tollbook.eventstore import EventStore, open_store
+
+if TYPE_CHECKING:
+    from commands.importers.common import ImportSummary
+    from commands.ingest import IngestResult
+
+DEFAULT_DB = "tollbook.db"
+
+
+def default_editor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def instant(value: str | datetime | int | None, option: str = "time") -> int | None:
+    """An instant given by a user, in store microseconds."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{option}: needs a time zone")
+        return to_micros(value)
+    try:
+        return to_micros(parse_instant(value))
+    except ValueError as error:
+        raise ValueError(f"{option}: {error}") from None
+
+
+def _as_text(value: str | datetime | None) -> str | None:
+    """An importer's instant option as text (a datetime must carry its zone)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("--published-at: needs a time zone")
+        return value.isoformat()
+    return value
+
+
+class Tollbook:
+    def __init__(self, db: str | None = None, editor: str | None = None):
+        self.db = db or os.environ.get("TOLLBOOK_DB") or DEFAULT_DB
+        self.editor = editor or os.environ.get("TOLLBOOK_EDITOR") or default_editor()
+        self.store: EventStore = open_store(self.db)
+        self.projector = Projector(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Tollbook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- write side ----------------------------------------------------------------------
+
+    def ingest(self, documents: Iterable[str | bytes | dict], **options: Any) -> IngestResult:
+        """Stores the documents (JSON lines or dicts); each is atomic, bad ones are reported."""
+        from commands.ingest import Ingestor  # the write side's models load only when writing
+
+        return Ingestor(self.store, self.editor, **options).ingest(documents)
+
+    # -- importers (CONTRACT section 7; commands/importers) ------------------------------
+    # Each CSV row becomes one report document fed to the same ingest as JSON Lines. They
+    # raise ValueError (BadFile) when the file as a whole cannot be imported; bad rows are
+    # reported in the summary's ``rejected`` with their line and column.
+
+    def import_ucdp(self, path: str, *, release: str, published_at: Any, complete: bool = False,
+                    encoding: str = "utf-8", progress: Callable[[int], None] | None = None) -> ImportSummary:
+        """Imports a UCDP GED release CSV as report ``ucdp-ged-<release>`` published at ``published_at``;
+        ``complete``: retracts the claims of ``ucdp-ged:`` incidents absent from the file."""
+        from commands.importers.ucdp import import_ucdp
+
+        return import_ucdp(self, path, release=release, published_at=_as_text(published_at), complete=complete,
+                           encoding=encoding, progress=progress)
+
+    def import_acled(self, path: str, *, complete: bool = False, published_at: Any = None, encoding: str = "utf-8",
+                     progress: Callable[[int], None] | None = None) -> ImportSummary:
+        """Imports an ACLED export CSV; ``complete``: retracts the claims of ``acled:`` incidents
+        absent from the file, at ``published_at`` (default: the file's latest row timestamp)."""
+        from commands.importers.acled import import_acled
+
+        return import_acled(self, path, complete=complete, published_at=_as_text(published_at), encoding=encoding,
+                            progress=progress)
+
+    def import_acled_deletions(self, path: str, *, encoding: str = "utf-8",
+                               progress: Callable[[int], None] | None = None) -> ImportSummary:
+        """Retracts the ACLED claims of the events in ACLED's deleted-events list."""
+        from commands.importers.acled import import_acled_deletions
+
+        return import_acled_deletions(self, path, encoding=encoding, progress=progress)
+
+    # -- end of importers --------------------------------------------------------------
+
+    # -- read side -----------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        return self.projector.catch_up()
+
+    def tally(self, *, measure: str = "killed", group: str = "all", by: str = "incident",
+              incident: str | None = None, as_of: Any = None, known_at: Any = None,
+              policy: str = "conservative") -> dict[str, Any]:
+        if by not in queries.GROUPINGS:
+            raise ValueError(f"--by: must be one of {', '.join(queries.GROUPINGS)}")
+        if policy not in POLICIES:
+            raise ValueError(f"--policy: must be one of {', '.join(POLICIES)}")
+        self.refresh()
+        with self.store.transaction(write=False) as cursor:
+            return queries.tally(cursor, measure=measure, group=group, by=by, incident=incident,
+                                 as_of=instant(as_of, "--as-of"), known_at=instant(known_at, "--known-at"),
+                                 policy=policy)
+
+    def history(self, *, incident: str | None = None, source: str | None = None, measure: str | None = None,
+                group: str | None = None, as_of: Any = None, known_at: Any = None) -> dict[str, Any]:
+        self.refresh()
+        with self.store.transaction(write=False) as cursor:
+            return queries.history(cursor, incident=incident, source=source, measure=measure, group=group,
+                                   as_of=instant(as_of, "--as-of"), known_at=instant(known_at, "--known-at"))
+
+    def diff(self, start: Any, end: Any, *, known_at: Any = None, measure: str = "killed", group: str = "all",
+             policy: str = "conservative") -> dict[str, Any]:
+        if policy not in POLICIES:
+            raise ValueError(f"--policy: must be one of {', '.join(POLICIES)}")
+        start_at, end_at = instant(start, "--from"), instant(end, "--to")
+        if start_at > end_at:
+            raise ValueError("--from: must not be after --to")
+        self.refresh()
+        with self.store.transaction(write=False) as cursor:
+            return queries.diff(cursor, start=start_at, end=end_at, known_at=instant(known_at, "--known-at"),
+                                measure=measure, group=group, policy=policy)
+
+    def rebuild(self) -> int:
+        """Drops every projection and rebuilds it from the event log; returns the events read."""
+        return self.projector.rebuild()
+
+    # -- following the log (project, status) ----------------------------------------------
+
+    def project(self, *, follow: bool = False, stop: Any = None,
+                on_progress: Callable[[dict[str, Any]], None] | None = None,
+                on_error: Callable[[Exception], None] | None = None, poll: float = 0.5) -> int:
+        """Brings every projection up to date with the event log, a batch per transaction, and
+        returns how many events were read. ``follow``: then keeps them up to date as events
+        arrive (LISTEN/NOTIFY on PostgreSQL, polling every ``poll`` seconds on SQLite) until
+        ``stop`` (a ``threading.Event``) is set; the batch in hand is finished first.
+        ``on_progress`` gets each batch's ``position``, ``events``, ``seconds`` and ``head``."""
+        if not follow:
+            return self.projector.catch_up(stop, on_progress)
+        if stop is None:
+            raise ValueError("following the log needs a stop event")
+        return self.projector.follow(stop, on_progress, poll=poll, on_error=on_error)
+
+    def status(self) -> dict[str, Any]:
+        """The event log's head (``position``: last notification id, and its ``recorded_at``) and
+        each projection's ``position`` and ``lag`` (events of the log it has not applied)."""
+        return self.projector.status()

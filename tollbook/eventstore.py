@@ -1,0 +1,328 @@
+"""The event store: eventsourcing's recorders with a pydantic mapper, an orjson transcoder and
+the store's clock.
+
+One store is one database: the stored events, the clock, the projections' tracking and their
+tables. Writes go through :meth:`EventStore.append`, which saves the events of many documents
+in ONE transaction (so bulk ingest is fast) while every document gets its own ``recorded_at``
+(so a document is atomic on the recorded clock too).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+from uuid import UUID
+
+import orjson
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking, Transcoder
+from eventsourcing.sqlite import SQLiteProcessRecorder
+from eventsourcing.utils import get_topic, resolve_topic
+from domain.time import from_micros, to_micros
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from domain.events import DomainEvent
+
+
+class OrjsonTranscoder(Transcoder):
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    def decode(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class PydanticMapper(Mapper):
+    """Events are stored as their JSON dump; loading validates them again through the model."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        return self.stamped(domain_event, None)
+
+    def stamped(self, event: BaseModel, recorded_at: int | None) -> StoredEvent:
+        state = event.model_dump(mode="json", exclude_unset=True)
+        if recorded_at is not None:
+            state["timestamp"] = recorded_at
+        return StoredEvent(
+            originator_id=event.originator_id,
+            originator_version=event.originator_version,
+            topic=get_topic(type(event)),
+            state=self.transcoder.encode(state),
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        state = self.transcoder.decode(stored_event.state)
+        state["timestamp"] = from_micros(state["timestamp"])
+        return resolve_topic(stored_event.topic)(**state)
+
+
+class FastSQLiteRecorder(SQLiteProcessRecorder):
+    """Inserts a batch with executemany: under the write lock SQLite hands out consecutive
+    rowids, so the notification ids are in commit order without a round trip per event."""
+
+    def _insert_events(self, c, stored_events, **kwargs):  # type: ignore[override]
+        c.executemany(
+            self.insert_events_statement,
+            [(s.originator_id.hex, s.originator_version, s.topic, s.state) for s in stored_events],
+        )
+        tracking = kwargs.get("tracking")
+        if tracking is not None:
+            self._insert_tracking(c, tracking)
+        return None
+
+
+CONFLICTS = (IntegrityError, sqlite3.IntegrityError)
+
+
+class Conflict(Exception):
+    """Another writer saved events of the same aggregate first; decide again on fresh state."""
+
+
+class Ledger(Application):
+    name = "tollbook"
+    env: ClassVar[dict[str, str]] = {
+        "TRANSCODER_TOPIC": get_topic(OrjsonTranscoder),
+        "MAPPER_TOPIC": get_topic(PydanticMapper),
+    }
+
+    def construct_recorder(self):  # the projections need tracking beside the events
+        return self.factory.process_recorder()
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a store lives: a SQLite file, or a PostgreSQL database."""
+
+    url: str
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith(("postgresql://", "postgres://"))
+
+    def environment(self) -> dict[str, str]:
+        if self.is_postgres:
+            from tollbook import pgstore
+
+            return pgstore.environment(self.url)
+        path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"no such folder: {folder}")
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": path,
+            "SQLITE_LOCK_TIMEOUT": "30",
+            "ORIGINATOR_ID_TYPE": "uuid",
+            "PROCESS_RECORDER_TOPIC": get_topic(FastSQLiteRecorder),
+        }
+
+
+class EventStore:
+    """The write side's and the read side's one door to the database."""
+
+    def __init__(self, location: Location):
+        self.location = location
+        self.is_postgres = location.is_postgres
+        env = location.environment()
+        if self.is_postgres:
+            self._open_postgres(env)
+        else:
+            self.app = Ledger(env=env)
+            self.recorder = self.app.recorder
+        self.mapper: PydanticMapper = self.app.mapper  # type: ignore[assignment]
+        # The log and the projections' positions, named as each recorder names them.
+        self.events_table: str = self.recorder.events_table_name
+        self.tracking_table: str = getattr(self.recorder, "tracking_table_name", "tracking")
+        self.notification_id: str = "notification_id" if self.is_postgres else "rowid"
+        if not self.is_postgres:
+            with self.transaction() as cursor:
+                cursor.execute(
+                    "CREATE TABLE IF NOT EXISTS tollbook_clock "
+                    "(id INTEGER PRIMARY KEY CHECK (id = 1), last_recorded_at BIGINT NOT NULL)"
+                )
+
+    def _open_postgres(self, env: dict[str, str]) -> None:
+        from eventsourcing.persistence import PersistenceError
+
+        from tollbook import pgstore
+
+        try:
+            self.app = Ledger(env=env)
+            self.recorder = self.app.recorder
+            pgstore.prepare(self.recorder)
+        except PersistenceError as error:
+            app = getattr(self, "app", None)
+            if app is not None:
+                app.close()
+            reason = pgstore.probe(env) if "connection" in str(error).lower() else " ".join(str(error).split())
+            raise pgstore.StoreUnavailable(f"PostgreSQL {pgstore.describe(env)}: {reason}") from None
+
+    def close(self) -> None:
+        self.app.close()
+
+    # -- reading aggregates -------------------------------------------------------------
+
+    def events_of(self, aggregate_id: UUID) -> Iterator[DomainEvent]:
+        return self.app.events.get(aggregate_id)
+
+    def events_of_many(self, aggregate_ids: Sequence[UUID], chunk: int = 500) -> dict[UUID, list[DomainEvent]]:
+        """The events of many aggregates in a few queries (in version order); an aggregate
+        with no events is absent from the answer."""
+        found: dict[UUID, list[DomainEvent]] = {}
+        table = self.recorder.events_table_name
+        with self.transaction(write=False) as cursor:
+            for start in range(0, len(aggregate_ids), chunk):
+                ids = [self._id(aggregate_id) for aggregate_id in aggregate_ids[start:start + chunk]]
+                cursor.execute(
+                    f"SELECT originator_id, originator_version, topic, state FROM {table}"
+                    f" WHERE originator_id IN ({', '.join('?' * len(ids))}) ORDER BY originator_id, originator_version",
+                    ids,
+                )
+                for originator_id, version, topic, state in cursor.fetchall():
+                    aggregate_id = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+                    event = self.mapper.to_domain_event(StoredEvent(aggregate_id, version, topic, state))
+                    found.setdefault(aggregate_id, []).append(event)
+        return found
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _id(self, aggregate_id: UUID) -> Any:
+        """An aggregate id as the events table stores it (uuid on PostgreSQL, hex on SQLite)."""
+        return aggregate_id if self.is_postgres else aggregate_id.hex
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Any]:
+        """A cursor in one transaction: on SQLite it takes the write lock up front (no upgrade
+        deadlocks); on PostgreSQL a read sees one snapshot. Either way the cursor takes SQL with
+        ``?`` placeholders and returns tuples."""
+        if self.is_postgres:
+            from tollbook import pgstore
+
+            with pgstore.transaction(self.recorder.datastore, write=write) as cursor:
+                yield cursor
+            return
+        with self.recorder.datastore.get_connection(commit=write) as connection:
+            cursor = connection.cursor()
+            raw = cursor.sqlite_cursor
+            try:
+                if write:
+                    raw.execute("PRAGMA synchronous=FULL")
+                raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield raw
+            except BaseException:
+                connection.rollback()
+                raise
+            else:
+                connection.commit()
+            finally:
+                raw.close()
+
+    def append(self, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
+        """Saves every document's events in one transaction; returns each document's
+        ``recorded_at`` (microseconds), strictly increasing. Raises :class:`Conflict` if another
+        writer got to one of the aggregates first: then nothing of the batch is stored."""
+        try:
+            with self.transaction() as cursor:
+                # On PostgreSQL the clock's row lock serializes writers: recorded_at increases
+                # in commit order (SQLite's BEGIN IMMEDIATE already did).
+                cursor.execute("SELECT last_recorded_at FROM tollbook_clock WHERE id = 1"
+                               + (" FOR UPDATE" if self.is_postgres else ""))
+                row = cursor.fetchone()
+                last = row[0] if row else 0
+                now = to_micros_now()  # read once the lock is held: no earlier writer can stamp later
+                stamps, stored = [], []
+                for events in documents:
+                    last = max(now, last + 1)
+                    stamps.append(last)
+                    stored.extend(self.mapper.stamped(event, last) for event in events)
+                if self.is_postgres:
+                    # The recorder's insert takes the EXCLUSIVE table lock first (notification
+                    # ids in commit order), NOTIFYs listeners on commit, and inserts every
+                    # event in one statement.
+                    self.recorder._insert_stored_events(cursor.raw, stored)
+                else:
+                    self.recorder._insert_events(_Cursor(cursor), stored)
+                cursor.execute(
+                    "INSERT INTO tollbook_clock (id, last_recorded_at) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET last_recorded_at = excluded.last_recorded_at",
+                    (last,),
+                )
+        except CONFLICTS as error:
+            raise Conflict(str(error)) from error
+        return stamps
+
+    def track(self, cursor: Any, projection: str, position: int) -> None:
+        """Advances a projection's position in the transaction that wrote its rows."""
+        raw = cursor.raw if self.is_postgres else _Cursor(cursor)
+        self.recorder._insert_tracking(raw, Tracking(projection, position))
+
+    def lock(self, cursor: Any, name: str) -> None:
+        """Holds the store-wide lock ``name`` until the transaction ends. SQLite's write
+        transactions are serialized already; on PostgreSQL this is an advisory lock."""
+        if self.is_postgres:
+            from tollbook import pgstore
+
+            pgstore.lock(cursor, name)
+
+    def head(self) -> tuple[int, int | None]:
+        """The log's last notification id (0 when empty) and its event's recorded_at."""
+        position = self.recorder.max_notification_id() or 0
+        if not position:
+            return 0, None
+        [last] = self.recorder.select_notifications(position, 1)
+        return position, orjson.loads(last.state).get("timestamp")
+
+    def read_log(self, cursor: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """The log's next ``limit`` events after ``after``, in order: (notification id, topic,
+        state), read in the caller's transaction (so after any lock it holds)."""
+        cursor.execute(f"SELECT {self.notification_id}, topic, state FROM {self.events_table}"
+                       f" WHERE {self.notification_id} > ? ORDER BY {self.notification_id} LIMIT ?", (after, limit))
+        return cursor.fetchall()
+
+    def count_after(self, position: int) -> int:
+        """How many events the log holds after ``position``."""
+        with self.transaction(write=False) as cursor:
+            cursor.execute(f"SELECT count(*) FROM {self.events_table} WHERE {self.notification_id} > ?", (position,))
+            return cursor.fetchone()[0]
+
+    def listening(self) -> Any:
+        """PostgreSQL: a context whose value ``wait(seconds)`` returns True once events were
+        committed (LISTEN/NOTIFY). SQLite has no notifications: None."""
+        if not self.is_postgres:
+            return nullcontext(None)
+        from tollbook import pgstore
+
+        return pgstore.listening(self.recorder.datastore, self.recorder.channel_name)
+
+
+class _Cursor:
+    """The shape the eventsourcing recorders expect of a cursor."""
+
+    def __init__(self, raw: sqlite3.Cursor):
+        self.raw = raw
+
+    def execute(self, *args: Any) -> None:
+        self.raw.execute(*args)
+
+    def executemany(self, *args: Any) -> None:
+        self.raw.executemany(*args)
+
+    def fetchone(self) -> Any:
+        return self.raw.fetchone()
+
+    def fetchall(self) -> Any:
+        return self.raw.fetchall()
+
+
+def to_micros_now() -> int:
+    return to_micros(datetime.now(UTC))
+
+
+def open_store(url: str) -> EventStore:
+    return EventStore(Location(url))
