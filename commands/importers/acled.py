@@ -1,0 +1,166 @@
+"""ACLED exports and ACLED's deleted-events list (CONTRACT section 7).
+
+Each row of an export is incident ``acled:<event_id_cnty>``: ``occurred_from`` from
+``event_date``, ``country``, ``admin1``, ``admin2`` as they are, ``place`` from ``location``,
+``lat``/``lon`` from ``latitude``/``longitude``, ``perpetrator`` from ``actor1``, ``event_type``;
+``sub_event_type``, ``actor2``, ``notes``, ``source`` (as given, several sources separated by
+``;``), ``geo_precision`` and ``time_precision`` kept as attributes. One claim by source
+``ACLED``, measure ``killed``, group ``all``, ``low`` = ``fatalities``.
+
+ACLED stamps each row with ``timestamp`` (Unix seconds), when the row was last changed. So a row
+is one part of the report ``acled-<timestamp>`` (every row ACLED changed in the same update is
+one report), published at that time, with ``event_id_cnty`` as its part key: importing a row
+again is a no-op, and a row ACLED revised (new timestamp) adds a version only where the figure
+changed, and amends only the fields that changed.
+
+``--complete``: ACLED's claims on ``acled:`` incidents absent from the file are retracted at
+``--published-at``, by default the latest ``timestamp`` in the file.
+
+Deletions (``event_id_cnty``, ``deleted_timestamp`` in Unix seconds): each ACLED claim of
+``acled:<event_id_cnty>`` that counts at ``deleted_timestamp`` is retracted then.
+
+Dates: ``event_date`` may be ``2019-01-15`` or, in older exports, ``15 January 2019``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from commands.importers.common import (
+    ImportSummary, RowBuilder, RowRejection, code, coordinate, count, day, ingest_retractions, ingest_rows, required,
+    retract_absent, retraction, stored_claims, text, unix_seconds,
+)
+from commands.importers.csvrows import BadRow, CsvRows, Progress, Row
+from domain.time import format_instant, parse_instant, to_micros
+
+if TYPE_CHECKING:
+    from tollbook.api import Tollbook
+
+SOURCE = "ACLED"
+PUBLISHER = "Armed Conflict Location & Event Data Project (ACLED)"
+PREFIX = "acled:"
+COLUMNS = (
+    "event_id_cnty", "event_date", "time_precision", "event_type", "sub_event_type", "actor1", "actor2",
+    "country", "admin1", "admin2", "location", "latitude", "longitude", "geo_precision", "source", "notes",
+    "fatalities", "timestamp",
+)
+DELETION_COLUMNS = ("event_id_cnty", "deleted_timestamp")
+
+
+class AcledExport(RowBuilder):
+    id_column = "event_id_cnty"
+    prefix = PREFIX
+
+    def __init__(self, *, remember_ids: bool):
+        super().__init__(remember_ids=remember_ids)
+        self.latest: tuple[int, str] | None = None  # the latest row timestamp: seconds, RFC 3339
+
+    def document(self, row: Row) -> dict:
+        event_id, incident_id = self.identify(row)
+        published_at = unix_seconds(row, "timestamp")
+        seconds = int(required(row, "timestamp"))
+        incident = {
+            "incident_id": incident_id,
+            "occurred_from": day(row, "event_date", words=True),
+            "country": text(row, "country"),
+            "admin1": text(row, "admin1"),
+            "admin2": text(row, "admin2"),
+            "place": text(row, "location"),
+            "lat": coordinate(row, "latitude", 90),
+            "lon": coordinate(row, "longitude", 180),
+            "perpetrator": text(row, "actor1"),
+            "event_type": text(row, "event_type"),
+            "sub_event_type": text(row, "sub_event_type"),
+            "actor2": text(row, "actor2"),
+            "notes": text(row, "notes"),
+            "source": text(row, "source"),
+            "geo_precision": code(row, "geo_precision"),
+            "time_precision": code(row, "time_precision"),
+        }
+        claim = {"incident_id": incident_id, "source": SOURCE, "measure": "killed", "group": "all",
+                 "low": count(row, "fatalities")}
+        if self.latest is None or seconds > self.latest[0]:
+            self.latest = (seconds, published_at)
+        return {
+            "kind": "report", "report_id": f"acled-{seconds}", "part": event_id,
+            "revise": "changed", "publisher": PUBLISHER, "published_at": published_at,
+            "incidents": [incident], "claims": [claim],
+        }
+
+
+def _instant(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return format_instant(parse_instant(value))
+    except ValueError as error:
+        raise ValueError(f"{option}: {error}") from None
+
+
+def import_acled(book: Tollbook, path: str, *, complete: bool = False, published_at: str | None = None,
+                 encoding: str = "utf-8", progress: Progress | None = None) -> ImportSummary:
+    """Imports an ACLED export; see the module's documentation."""
+    published = _instant(published_at, "--published-at")
+    builder = AcledExport(remember_ids=complete)
+    summary = ImportSummary("acled")
+    with CsvRows(path, required=COLUMNS, kind="an ACLED", encoding=encoding, progress=progress) as rows:
+        ingest_rows(book, rows, builder, summary)
+    if complete:
+        at = published or (builder.latest[1] if builder.latest else None)
+        if at is None:
+            summary.rejected.append(RowRejection(None, "--complete: no row was imported, so there is no time to "
+                                                       "retract the absent events at; give --published-at"))
+            return summary
+        retract_absent(book, summary, builder, source=SOURCE, published_at=at,
+                       reason=f"absent from the ACLED export {_name(path)}")
+    return summary
+
+
+def _name(path: str) -> str:
+    return "(stdin)" if path == "-" else os.path.basename(path)
+
+
+def import_acled_deletions(book: Tollbook, path: str, *, encoding: str = "utf-8",
+                           progress: Progress | None = None, batch: int = 500) -> ImportSummary:
+    """Retracts the claims of the events in ACLED's deleted-events list."""
+    summary = ImportSummary("acled-deletions")
+    with CsvRows(path, required=DELETION_COLUMNS, kind="an ACLED deletions", encoding=encoding,
+                 progress=progress) as rows:
+        pending: list[tuple[int, str, str]] = []  # (line, incident_id, deleted at)
+        for item in rows:
+            summary.rows += 1
+            if isinstance(item, BadRow):
+                summary.rejected.append(RowRejection(item.line, item.error))
+                continue
+            try:
+                pending.append((item.line, PREFIX + required(item, "event_id_cnty"),
+                                unix_seconds(item, "deleted_timestamp")))
+            except ValueError as error:
+                summary.rejected.append(RowRejection(item.line, str(error)))
+                continue
+            if len(pending) >= batch:
+                _delete(book, pending, summary)
+                pending = []
+        _delete(book, pending, summary)
+    summary.rejected.sort(key=lambda r: (r.line is None, r.line or 0))
+    return summary
+
+
+def _delete(book: Tollbook, pending: list[tuple[int, str, str]], summary: ImportSummary) -> None:
+    if not pending:
+        return
+    stored = stored_claims(book, source=SOURCE, incident_ids=sorted({incident_id for _, incident_id, _ in pending}))
+    documents: list[tuple[int, dict]] = []
+    for line, incident_id, deleted_at in pending:
+        claims = stored.get(incident_id)
+        if not claims:
+            summary.not_found += 1
+            continue
+        at = to_micros(parse_instant(deleted_at))
+        found = [(line, retraction(c.claim, deleted_at, "deleted by ACLED")) for c in claims if c.counts_at(at)]
+        if not found:
+            summary.unchanged += 1
+        documents.extend(found)
+    retracted = ingest_retractions(book, documents, summary)
+    summary.retracted += retracted

@@ -1,0 +1,395 @@
+"""What the importers share: cell conversions that name their column, the summary, and the run.
+
+An importer turns each CSV row into ONE contract report document (a dict, one ``part`` of the
+dataset's report, ``revise: "changed"``) and feeds them to the same ingest as JSON Lines
+documents: there is no second path into the store. Rows are streamed and ingested in batches,
+so memory does not grow with the file (with ``--complete`` the ids of the file's incidents are
+kept, a few dozen bytes each, to find the ones that are absent).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from commands.importers.csvrows import BadRow, CsvRows, Row, RowError
+from domain.ids import source_key
+from domain.time import format_instant, parse_instant, to_micros
+
+if TYPE_CHECKING:
+    from commands.ingest import IngestResult
+    from tollbook.api import Tollbook
+
+# Aggregates are touched about once per import; a small cache keeps memory flat.
+IMPORT_CACHE = 20_000
+_INTEGER = re.compile(r"[+-]?\d+")
+_DAY = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[ T]00:00(?::00(?:\.0+)?)?)?")
+
+
+# -- cells --------------------------------------------------------------------------------
+
+def text(row: Row, column: str) -> str | None:
+    """The cell trimmed; ``None`` when empty (a field emptied in a later release is cleared)."""
+    value = row.cells.get(column)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def required(row: Row, column: str) -> str:
+    value = text(row, column)
+    if value is None:
+        raise RowError(column, "is empty")
+    return value
+
+
+def count(row: Row, column: str, *, unknown: bool = False) -> int | None:
+    """A whole number >= 0. With ``unknown``, an empty cell or ``-1`` is ``None`` (unknown)."""
+    value = text(row, column)
+    if value is None:
+        if unknown:
+            return None
+        raise RowError(column, "is empty")
+    if not _INTEGER.fullmatch(value):
+        raise RowError(column, f"must be a whole number, not {value!r}")
+    number = int(value)
+    if number == -1 and unknown:
+        return None
+    if number < 0:
+        raise RowError(column, f"must be >= 0, not {number}")
+    return number
+
+
+def code(row: Row, column: str, *, unknown: bool = False) -> int | str | None:
+    """An attribute that is usually a number (a precision code): an int when it is one, else
+    the text as given (an attribute is kept, not judged); ``-1`` is ``None`` with ``unknown``."""
+    value = text(row, column)
+    if value is None or not _INTEGER.fullmatch(value):
+        return value
+    number = int(value)
+    return None if unknown and number == -1 else number
+
+
+def coordinate(row: Row, column: str, bound: int) -> float | None:
+    value = text(row, column)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise RowError(column, f"must be a number, not {value!r}") from None
+    if not math.isfinite(number) or not -bound <= number <= bound:
+        raise RowError(column, f"must be between -{bound} and {bound}, not {value}")
+    return number
+
+
+_MONTHS = {name: number for number, names in enumerate(
+    (("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",), ("june", "jun"),
+     ("july", "jul"), ("august", "aug"), ("september", "sep", "sept"), ("october", "oct"),
+     ("november", "nov"), ("december", "dec")), 1) for name in names}
+_WORD_DATE = re.compile(r"(\d{1,2})[ -]([A-Za-z]+)[ -](\d{4})")
+
+
+def day(row: Row, column: str, *, words: bool = False) -> str | None:
+    """A date as ``YYYY-MM-DD``: ISO (optionally with a midnight time), or with ``words`` also
+    ``15 January 2019`` / ``15-Jan-2019`` (older ACLED exports)."""
+    value = text(row, column)
+    if value is None:
+        return None
+    match = _DAY.fullmatch(value)
+    try:
+        if match:
+            return date.fromisoformat(match.group(1)).isoformat()
+        match = _WORD_DATE.fullmatch(value) if words else None
+        if match and match.group(2).lower() in _MONTHS:
+            return date(int(match.group(3)), _MONTHS[match.group(2).lower()], int(match.group(1))).isoformat()
+    except ValueError:
+        raise RowError(column, f"not a valid date: {value!r}") from None
+    raise RowError(column, f"must be a date YYYY-MM-DD, not {value!r}")
+
+
+def unix_seconds(row: Row, column: str) -> str:
+    """A Unix time in seconds as an RFC 3339 instant."""
+    value = required(row, column)
+    if not _INTEGER.fullmatch(value) or int(value) < 0:
+        raise RowError(column, f"must be Unix seconds (a whole number), not {value!r}")
+    try:
+        return format_instant(int(value) * 1_000_000)
+    except OverflowError:
+        raise RowError(column, f"out of range: {value}") from None
+
+
+# -- the summary --------------------------------------------------------------------------
+
+@dataclass
+class RowRejection:
+    line: int | None  # the CSV line where the row starts; None for what no row caused
+    error: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.error}" if self.line is not None else self.error
+
+
+@dataclass
+class ImportSummary:
+    """What an import did. Rows: ``imported`` stored something, ``unchanged`` stored nothing
+    (already there), ``rejected`` were not taken; ``widened`` rows (low <= best <= high broken)
+    were taken with a widened range. ``retracted``: claims retracted (absent from a complete
+    file, or deleted); ``not_found``: deleted events that are not in the store."""
+
+    kind: str
+    report_id: str | None = None
+    rows: int = 0
+    imported: int = 0
+    unchanged: int = 0
+    widened: int = 0
+    rejected: list[RowRejection] = field(default_factory=list)
+    retracted: int = 0
+    retracted_incidents: int = 0
+    not_found: int = 0
+    recorded_at: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "report_id": self.report_id, "rows": self.rows, "imported": self.imported,
+            "unchanged": self.unchanged, "widened": self.widened,
+            "rejected": [{"line": r.line, "error": r.error} for r in self.rejected],
+            "retracted": self.retracted, "retracted_incidents": self.retracted_incidents,
+            "not_found": self.not_found, "recorded_at": format_instant(self.recorded_at),
+        }
+
+    def line(self) -> str:
+        """The one-line summary the command line prints."""
+        if self.kind == "acled-deletions":
+            text = (f"{self.rows} deletions: retracted {self.retracted} claims, unchanged {self.unchanged}, "
+                    f"not in the store {self.not_found}, rejected {len(self.rejected)}")
+        else:
+            text = (f"{self.rows} rows: imported {self.imported}, unchanged {self.unchanged}, "
+                    f"widened {self.widened}, rejected {len(self.rejected)}")
+            if self.retracted:
+                text += (f"; retracted {self.retracted} claims of {self.retracted_incidents} incidents "
+                         f"absent from the file")
+        if self.report_id:
+            text = f"{self.report_id}: {text}"
+        if self.recorded_at is not None:
+            text += f"; recorded at {format_instant(self.recorded_at)}"
+        return text
+
+
+# -- the run ------------------------------------------------------------------------------
+
+class RowBuilder:
+    """Turns rows into documents. With ``--complete`` it remembers the incident of every row,
+    even of a row rejected for another cell, and counts the rows it could not identify."""
+
+    id_column: str
+    prefix: str
+
+    def __init__(self, *, remember_ids: bool):
+        self.seen: set[str] | None = set() if remember_ids else None
+        self.unidentified = 0
+
+    def identify(self, row: Row) -> tuple[str, str]:
+        """The row's own id and its incident id."""
+        own = required(row, self.id_column)
+        incident_id = self.prefix + own
+        if self.seen is not None:
+            self.seen.add(incident_id)
+        return own, incident_id
+
+    def document(self, row: Row) -> dict:
+        raise NotImplementedError
+
+
+def ingest_rows(book: Tollbook, rows: CsvRows, builder: RowBuilder, summary: ImportSummary) -> set[int]:
+    """Builds each row's document and ingests them all in batches; returns the lines of the
+    rows that were rejected (by the importer or by the ledger)."""
+    rejected: set[int] = set()
+
+    def documents() -> Iterator[tuple[int, dict]]:
+        for item in rows:
+            summary.rows += 1
+            if isinstance(item, BadRow):
+                summary.rejected.append(RowRejection(item.line, item.error))
+                rejected.add(item.line)
+                builder.unidentified += 1
+                continue
+            try:
+                document = builder.document(item)
+            except RowError as error:
+                summary.rejected.append(RowRejection(item.line, str(error)))
+                rejected.add(item.line)
+                builder.unidentified += error.column == builder.id_column
+                continue
+            yield item.line, document
+
+    result = _ingest(book, documents())
+    for rejection in result.rejected:
+        summary.rejected.append(RowRejection(rejection.line, rejection.error))
+        rejected.add(rejection.line)
+    summary.imported += result.accepted
+    summary.unchanged += result.unchanged
+    _stamp(summary, result.last_recorded_at)
+    summary.rejected.sort(key=lambda r: (r.line is None, r.line or 0))
+    return rejected
+
+
+def ingest_retractions(book: Tollbook, retractions: Iterable[tuple[int | None, dict]],
+                       summary: ImportSummary) -> int:
+    """Ingests retraction documents made by the importer, each with the line of the row that
+    caused it (``None``: no row, e.g. absent from a complete file); returns how many were stored."""
+    result = _ingest(book, ((line or 0, doc) for line, doc in retractions))
+    for rejection in result.rejected:
+        summary.rejected.append(RowRejection(rejection.line or None, f"retraction: {rejection.error}"))
+    _stamp(summary, result.last_recorded_at)
+    return result.accepted
+
+
+def _ingest(book: Tollbook, documents: Iterable[tuple[int, dict]]) -> IngestResult:
+    from commands.ingest import Ingestor
+
+    with _fewer_collections():
+        return Ingestor(book.store, book.editor, cache_size=IMPORT_CACHE).ingest(documents, numbered=True)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """A bulk import allocates millions of short-lived objects that reference counting frees;
+    the cycle collector's frequent passes over the cached aggregates cost about a fifth of
+    the time and free nothing, so they are made rarer for the import (memory is unchanged)."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], 100_000), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _stamp(summary: ImportSummary, recorded_at: int | None) -> None:
+    if recorded_at is not None:
+        summary.recorded_at = max(summary.recorded_at or 0, recorded_at)
+
+
+def retract_absent(book: Tollbook, summary: ImportSummary, builder: RowBuilder, *, source: str,
+                   published_at: str, reason: str) -> None:
+    """``--complete``: retracts, at ``published_at``, the claims by ``source`` on the builder's
+    incidents (its id prefix) that were not in the file and still count at that time (so
+    running it again retracts nothing more). Not done if some row could not be identified:
+    its incident might be one that looks absent."""
+    if builder.unidentified:
+        summary.rejected.append(RowRejection(None, (
+            f"--complete: {builder.unidentified} rows could not be read as far as their {builder.id_column}, "
+            "so no incident was retracted for being absent; correct them and import again")))
+        return
+    assert builder.seen is not None
+    prefix, present = builder.prefix, builder.seen
+    incidents: set[str] = set()
+    at = to_micros(parse_instant(published_at))
+
+    def retractions() -> Iterator[tuple[None, dict]]:
+        for claim in counting_claims(book, source=source, published_at=at, prefix=prefix):
+            if claim.incident_id not in present:
+                incidents.add(claim.incident_id)
+                yield None, retraction(claim, published_at, reason)
+
+    summary.retracted += ingest_retractions(book, retractions(), summary)
+    summary.retracted_incidents += len(incidents)
+
+
+def retraction(claim: Counting, published_at: str, reason: str) -> dict:
+    return {"kind": "retraction", "incident_id": claim.incident_id, "source": claim.source,
+            "measure": claim.measure, "group": claim.group, "published_at": published_at, "reason": reason}
+
+
+# -- what still counts (read side) --------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Counting:
+    incident_id: str
+    source: str
+    measure: str
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredClaim:
+    """A claim as the store holds it now: its versions as (published_at, position, kind)."""
+
+    claim: Counting
+    versions: tuple[tuple[int, int, str], ...]
+
+    def counts_at(self, published_at: int) -> bool:
+        """Whether its version current at ``published_at`` (latest published, ties to the one
+        recorded last) is a figure, not a retraction."""
+        earlier = [v for v in self.versions if v[0] <= published_at]
+        return bool(earlier) and max(earlier)[2] == "reported"
+
+
+def counting_claims(book: Tollbook, *, source: str, published_at: int, prefix: str,
+                    page: int = 5000) -> Iterator[Counting]:
+    """The claims by ``source`` on incidents whose id starts with ``prefix`` whose version
+    current at ``published_at`` counts, as the store holds them now, in incident order.
+
+    Read from the projections a page at a time, each page in its own read transaction, so the
+    caller may write between pages."""
+    book.refresh()
+    key = source_key(source)
+    # The prefix is matched exactly (substr); on SQLite the range bound also keeps the index
+    # scan short (a PostgreSQL collation need not order "ucdp-ged;" after every "ucdp-ged:…").
+    where, bound = "source_key = ? AND incident_id > ? AND substr(incident_id, 1, ?) = ?", []
+    if not getattr(book.store, "is_postgres", False):
+        where, bound = where + " AND incident_id < ?", [prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+    after = prefix
+    while True:
+        # Whole incidents a page: the index gives claims in incident order.
+        claims = _claims(book, f"{where} ORDER BY incident_id LIMIT ?", [key, after, len(prefix), prefix, *bound, page])
+        if not claims:
+            return
+        if len(claims) == page:
+            last = claims[-1][0]
+            claims = [c for c in claims if c[0] != last] or _claims(book, "source_key = ? AND incident_id = ?",
+                                                                    [key, last])
+        for stored in _with_versions(book, claims):
+            if stored.counts_at(published_at):
+                yield stored.claim
+        after = claims[-1][0]
+
+
+def stored_claims(book: Tollbook, *, source: str, incident_ids: list[str]) -> dict[str, list[StoredClaim]]:
+    """The claims by ``source`` on the given incidents, by incident."""
+    book.refresh()
+    key = source_key(source)
+    found: dict[str, list[StoredClaim]] = {}
+    for start in range(0, len(incident_ids), 500):
+        chunk = incident_ids[start:start + 500]
+        claims = _claims(book, f"source_key = ? AND incident_id IN ({', '.join('?' * len(chunk))})", [key, *chunk])
+        for stored in _with_versions(book, claims):
+            found.setdefault(stored.claim.incident_id, []).append(stored)
+    return found
+
+
+def _claims(book: Tollbook, where: str, params: list[Any]) -> list[tuple]:
+    with book.store.transaction(write=False) as cursor:
+        cursor.execute(f"SELECT incident_id, claim_id, source, measure, grp FROM tb_claims WHERE {where}", params)
+        return cursor.fetchall()
+
+
+def _with_versions(book: Tollbook, claims: list[tuple]) -> list[StoredClaim]:
+    versions: dict[str, list[tuple[int, int, str]]] = {}
+    with book.store.transaction(write=False) as cursor:
+        for start in range(0, len(claims), 500):
+            ids = [c[1] for c in claims[start:start + 500]]
+            cursor.execute(
+                "SELECT claim_id, published_at, version_position, kind FROM tb_figures"
+                f" WHERE claim_id IN ({', '.join('?' * len(ids))}) AND to_recorded_at IS NULL", ids)
+            for claim_id, published, position, kind in cursor.fetchall():
+                versions.setdefault(claim_id, []).append((published, position, kind))
+    return [StoredClaim(Counting(incident_id, source, measure, group), tuple(versions.get(claim_id, ())))
+            for incident_id, claim_id, source, measure, group in claims]
