@@ -1,0 +1,319 @@
+"""The ledger's guarantees, through the Python API: the recorded clock, rebuilds, several
+readers and writers on one store, how sources are matched, and the tally rules of CONTRACT 3-4
+(which version is current, retractions, corrections, merges, fields as they stood)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conftest import REVISIONS, SEED, event_count, lines_of, now, rows, stored_events
+
+ABDEEN = "sy-2018-09-08-abdeen"
+
+
+def report(report_id: str, published_at: str, *claims: dict, incidents: tuple = ()) -> str:
+    return json.dumps({"kind": "report", "report_id": report_id, "published_at": published_at,
+                       "incidents": list(incidents), "claims": list(claims)})
+
+
+def claim(incident_id: str, source: str, low: int, **fields) -> dict:
+    return {"incident_id": incident_id, "source": source, "measure": "killed", "low": low} | fields
+
+
+def incident(incident_id: str, **fields) -> dict:
+    return {"incident_id": incident_id, "occurred_from": "2024-01-01", "country": "Examplestan"} | fields
+
+
+def doc(kind: str, **fields) -> str:
+    return json.dumps({"kind": kind, **fields})
+
+
+def micros(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def shift(text: str, microseconds: int) -> str:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00")) + timedelta(microseconds=microseconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def documents_in_log(path: str) -> list[list[dict]]:
+    """The log cut into documents: each accepted document's events end with its receipt."""
+    groups, current = [], []
+    for event in stored_events(path):
+        current.append(event)
+        if event["topic"].endswith("DocumentReceived"):
+            groups.append(current)
+            current = []
+    assert current == [], "events after the last receipt"
+    return groups
+
+
+# -- the recorded clock ----------------------------------------------------------------------
+
+def test_recorded_at_is_one_per_document_and_strictly_increasing(book, db_path, monkeypatch):
+    assert book.ingest(REVISIONS.open("rb")).accepted == 6  # one batch
+    assert book.ingest(SEED.open("rb")).accepted == 2
+    # A wall clock that jumps back (here: to 1970) must not make recorded_at go back.
+    import tollbook.eventstore
+
+    monkeypatch.setattr(tollbook.eventstore, "to_micros_now", lambda: 1_000)
+    assert book.ingest([report("late", "2024-06-01", claim(ABDEEN, "UOSSM", 5)),
+                        doc("incident", incident_id="x", admin1="North")]).accepted == 2
+    monkeypatch.undo()
+    groups = documents_in_log(db_path)
+    assert len(groups) == 10
+    stamps = []
+    for group in groups:
+        assert len({e["state"]["timestamp"] for e in group}) == 1, group  # one recorded_at per document
+        stamps.append(group[0]["state"]["timestamp"])
+    assert all(a < b for a, b in zip(stamps, stamps[1:])), stamps  # strictly increasing
+    # History shows the same instants: the entries of one report share one recorded_at.
+    seed_entries = [e for c in book.history()["claims"] for e in c["entries"]
+                    if e["report_id"] == "eaworldview-2018-09-09"]
+    assert len(seed_entries) == 7 and len({e["recorded_at"] for e in seed_entries}) == 1
+    assert micros(seed_entries[0]["recorded_at"]) == stamps[6]
+
+
+def test_as_of_includes_the_instant_recorded(book):
+    book.ingest(SEED.open("rb"))
+    entry = book.history(incident=ABDEEN)["claims"][0]["entries"][0]
+    at = entry["recorded_at"]
+    assert rows(book.tally(as_of=at))[ABDEEN] == (4, 4, 4, 1)
+    assert book.tally(as_of=shift(at, -1))["rows"] == []
+    assert book.history(as_of=shift(at, -1))["claims"] == []
+    assert len(book.history(as_of=at)["claims"]) == 7
+    # diff --from R1 --to R2 takes the entries recorded in (R1, R2].
+    later = now()
+    assert book.diff(at, later)["changes"] == []
+    [change] = [c for c in book.diff(shift(at, -1), at)["changes"] if c["incident_id"] == ABDEEN]
+    assert change["before"] is None and len(change["entries"]) == 1
+
+
+def test_two_writers_on_one_store(db_path):
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        assert ana.tally()["rows"] == [] and bo.tally()["rows"] == []  # both projected (empty)
+        assert ana.ingest(SEED.open("rb")).accepted == 2
+        assert rows(bo.tally())[ABDEEN] == (4, 4, 4, 1)  # bo's queries catch up
+        # bo decides on what ana stored: a correction of ana's claim, a claim on ana's incident.
+        result = bo.ingest([doc("correction", incident_id=ABDEEN, source="White Helmets", measure="killed",
+                                low=5, high=5, reason="typed 4 for 5"),
+                            report("bo-1", "2018-09-10", claim(ABDEEN, "UOSSM", 6))])
+        assert (result.accepted, result.rejected) == (2, [])
+        assert rows(ana.tally())[ABDEEN] == (5, 6, 5, 1)
+        entries = ana.history(incident=ABDEEN, source="White Helmets", group="all")["claims"][0]["entries"]
+        assert [(e["kind"], e["recorded_by"]) for e in entries] == [("reported", "ana"), ("corrected", "bo")]
+        # ana sees bo's report as already stored; bo sees ana's retraction.
+        assert ana.ingest([report("bo-1", "2018-09-10", claim(ABDEEN, "UOSSM", 6))]).unchanged == 1
+        ana.ingest([doc("retraction", incident_id=ABDEEN, source="UOSSM", measure="killed",
+                        published_at="2018-09-11", reason="withdrawn")])
+        assert rows(bo.tally())[ABDEEN] == (5, 5, 5, 1)
+        assert ana.tally() == bo.tally() and ana.history() == bo.history()
+    # A third object opened afterwards agrees, and the recorded clock never went back.
+    with Tollbook(db_path) as third:
+        assert rows(third.tally())[ABDEEN] == (5, 5, 5, 1)
+    stamps = [g[0]["state"]["timestamp"] for g in documents_in_log(db_path)]
+    assert all(a < b for a, b in zip(stamps, stamps[1:]))
+
+
+def test_a_writer_that_lost_a_race_decides_again(db_path):
+    """ana decides a new version of a claim; before she saves, bo stores another version of the
+    same claim. ana's save must not overwrite bo's nor reuse his version number: she decides again."""
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        ana.ingest(SEED.open("rb"))
+
+        def ana_lines():
+            yield report("ana-1", "2018-09-10", claim(ABDEEN, "White Helmets", 6))
+            # ana's document is decided; bo gets in first.
+            assert bo.ingest([report("bo-1", "2018-09-11", claim(ABDEEN, "White Helmets", 7))]).accepted == 1
+
+        result = ana.ingest(ana_lines())
+        assert (result.accepted, result.rejected) == (1, [])
+        entries = bo.history(incident=ABDEEN, group="all")["claims"][0]["entries"]
+        assert [(e["version"], e["low"], e["report_id"], e["recorded_by"]) for e in entries] == [
+            (1, 4, "eaworldview-2018-09-09", "ana"), (2, 7, "bo-1", "bo"), (3, 6, "ana-1", "ana")]
+        assert rows(ana.tally())[ABDEEN] == (7, 7, 7, 1)  # bo's is the latest published
+
+
+def test_rebuild_gives_identical_answers(book, db_path):
+    stamps = [now()]
+    for line in [*lines_of(SEED), *lines_of(REVISIONS)]:
+        book.ingest([line])
+        stamps.append(now())
+    book.ingest([doc("incident", incident_id=ABDEEN, admin1="Aleppo"),
+                 doc("merge", incident_id="sy-2018-09-08-hass-hospital", into="sy-2018-09-09-lataminah-hospital")])
+    stamps.append(now())
+
+    def answers():
+        out = []
+        for at in (None, stamps[2], stamps[5], stamps[-2]):
+            for known in (None, "2018-09-09T09:00:00Z", "2024-05-11T00:00:00Z"):
+                out.append(book.history(as_of=at, known_at=known))
+                for by in ("incident", "admin1", "source", "day"):
+                    out.append(book.tally(by=by, as_of=at, known_at=known))
+                    out.append(book.tally(by=by, as_of=at, known_at=known, measure="facilities_damaged",
+                                          group="hospitals", policy="highest"))
+        out.append(book.diff(stamps[0], stamps[-1]))
+        out.append(book.diff(stamps[3], stamps[-2], known_at="2024-05-12T00:00:00Z"))
+        return json.dumps(out, sort_keys=True)
+
+    before = answers()
+    assert book.rebuild() == event_count(db_path)
+    assert answers() == before
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path) as other:  # rebuilt tables, read by a fresh object
+        assert json.dumps(other.history(), sort_keys=True) == json.dumps(book.history(), sort_keys=True)
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+def test_source_is_compared_after_trimming_and_case_folding(book):
+    book.ingest(SEED.open("rb"))
+    result = book.ingest([report("wh-2018-09-10", "2018-09-10", claim(ABDEEN, " white helmets ", 5))])
+    assert (result.accepted, result.rejected) == (1, [])
+    claims = book.history(incident=ABDEEN, group="all")["claims"]
+    assert len(claims) == 1  # a revision, not a second source
+    assert claims[0]["source"] == "White Helmets"
+    assert [(e["version"], e["low"]) for e in claims[0]["entries"]] == [(1, 4), (2, 5)]
+    assert book.tally(incident=ABDEEN)["rows"] == [
+        {"key": ABDEEN, "low": 5, "high": 5, "best": 5, "incidents": 1, "sources": ["White Helmets"]}]
+    assert rows(book.tally(by="source"))["White Helmets"] == (5, 5, 5, 1)
+    assert len(book.tally(by="source")["rows"]) == 2
+    # corrections, retractions and filters find it the same way
+    result = book.ingest([doc("correction", incident_id=ABDEEN, source="WHITE HELMETS", measure="killed",
+                              version=1, low=3, high=3, reason="typed 4 for 3"),
+                          doc("retraction", incident_id=ABDEEN, source="White helmets  ", measure="killed",
+                              group="children", published_at="2018-09-11", reason="withdrawn")])
+    assert (result.accepted, result.rejected) == (2, [])
+    assert [c["group"] for c in book.history(source="  WHITE helmets")["claims"]] == ["all", "children"]
+    assert book.tally(group="children")["rows"] == []
+
+
+# -- which version counts --------------------------------------------------------------------
+
+@pytest.fixture
+def one_incident(book):
+    book.ingest([report("r0", "2024-01-01", incidents=(incident("a", admin1="North"),))])
+    return book
+
+
+def test_late_arriving_version_and_ties(one_incident):
+    book = one_incident
+    book.ingest([report("r1", "2024-01-03", claim("a", "S", 10)),
+                 report("r2", "2024-01-02", claim("a", "S", 3))])  # older news, recorded later
+    current = book.history(incident="a")["claims"][0]["current"]
+    assert current == {"counting": True, "version": 1, "low": 10, "high": 10, "best": None}
+    assert rows(book.tally()) == {"a": (10, 10, 10, 1)}
+    assert rows(book.tally(known_at="2024-01-02T12:00:00Z")) == {"a": (3, 3, 3, 1)}
+    # Same published_at: the one recorded last is current.
+    book.ingest([report("r3", "2024-01-03", claim("a", "S", 7))])
+    assert book.history(incident="a")["claims"][0]["current"]["version"] == 3
+    assert rows(book.tally()) == {"a": (7, 7, 7, 1)}
+
+
+def test_retraction_until_a_later_version(one_incident):
+    book = one_incident
+    book.ingest([report("r1", "2024-01-02", claim("a", "S", 10), claim("a", "T", 4))])
+    book.ingest([doc("retraction", incident_id="a", source="S", measure="killed", published_at="2024-01-05",
+                     reason="withdrawn")])
+    assert rows(book.tally()) == {"a": (4, 4, 4, 1)}
+    book.ingest([doc("retraction", incident_id="a", source="T", measure="killed", published_at="2024-01-05",
+                     reason="withdrawn")])
+    assert book.tally()["rows"] == []  # no counting claim, no row
+    assert book.tally(by="admin1")["rows"] == []
+    book.ingest([report("r2", "2024-01-07", claim("a", "S", 12))])
+    assert rows(book.tally()) == {"a": (12, 12, 12, 1)}
+    assert book.tally(known_at="2024-01-06")["rows"] == []
+    assert rows(book.tally(known_at="2024-01-04")) == {"a": (4, 10, 4, 1)}
+    # A retraction published before the current version does not withdraw it.
+    book.ingest([doc("retraction", incident_id="a", source="S", measure="killed", published_at="2024-01-06",
+                     reason="late news of an old withdrawal")])
+    assert rows(book.tally()) == {"a": (12, 12, 12, 1)}
+    assert [e["kind"] for e in book.history(source="S")["claims"][0]["entries"]] == [
+        "reported", "retracted", "reported", "retracted"]
+
+
+def test_corrections(one_incident):
+    book = one_incident
+    book.ingest([report("r1", "2024-01-02", claim("a", "S", 10, high=20, best=15)),
+                 report("r2", "2024-01-04", claim("a", "S", 30))])
+    # version defaults to the version recorded last; fields left out stay.
+    book.ingest([doc("correction", incident_id="a", source="S", measure="killed", best=31, high=35,
+                     reason="best was left out")])
+    current = book.history(incident="a")["claims"][0]["current"]
+    assert current == {"counting": True, "version": 2, "low": 30, "high": 35, "best": 31}
+    # Correcting published_at can change which version is current.
+    result = book.ingest([doc("correction", incident_id="a", source="S", measure="killed", version=1,
+                              published_at="2024-01-05T00:00:00Z", reason="was dated wrongly")])
+    assert result.accepted == 1
+    assert rows(book.tally()) == {"a": (10, 20, 10, 1)}
+    assert rows(book.tally(policy="latest")) == {"a": (10, 20, 15, 1)}
+    assert rows(book.tally(known_at="2024-01-04T12:00:00Z")) == {"a": (30, 35, 30, 1)}
+    [_, _, _, corrected] = book.history(incident="a")["claims"][0]["entries"]
+    assert (corrected["kind"], corrected["version"], corrected["published_at"], corrected["low"], corrected["best"]) \
+        == ("corrected", 1, "2024-01-05T00:00:00Z", 10, 15)
+    # best can be cleared; low cannot.
+    assert book.ingest([doc("correction", incident_id="a", source="S", measure="killed", version=1, best=None,
+                            reason="no best given")]).accepted == 1
+    assert book.history(incident="a")["claims"][0]["current"]["best"] is None
+    assert len(book.ingest([doc("correction", incident_id="a", source="S", measure="killed", version=1,
+                                low=None, reason="x")]).rejected) == 1
+
+
+# -- merges ----------------------------------------------------------------------------------
+
+def test_merge_pools_one_source_by_its_latest_version(book):
+    book.ingest([report("r0", "2024-01-01", incidents=(incident("a"), incident("b"), incident("c")))])
+    book.ingest([report("r1", "2024-01-03", claim("a", "S", 5), claim("c", "U", 1)),
+                 report("r2", "2024-01-02", claim("b", "S", 9), claim("b", "T", 7))])
+    book.ingest([doc("merge", incident_id="b", into="a", reason="same strike")])
+    # S said 9 on b (2 Jan) and 5 on a (3 Jan): its figure is the later 5, not a range 5..9.
+    answer = book.tally()
+    assert rows(answer) == {"a": (5, 7, 5, 1), "c": (1, 1, 1, 1)}
+    assert answer["rows"][0]["sources"] == ["S", "T"]
+    assert rows(book.tally(by="source")) == {"S": (5, 5, 5, 1), "T": (7, 7, 7, 1), "U": (1, 1, 1, 1)}
+    assert rows(book.tally(known_at="2024-01-02T12:00:00Z")) == {"a": (7, 9, 7, 1)}
+    # A correction still names the claim by the id it was made under.
+    result = book.ingest([doc("correction", incident_id="b", source="S", measure="killed", low=8, high=8, reason="x")])
+    assert (result.accepted, result.rejected) == (1, [])
+    assert rows(book.tally(known_at="2024-01-02T12:00:00Z")) == {"a": (7, 8, 7, 1)}
+    # A claim made on the merged-away id after the merge counts under the canonical one too.
+    book.ingest([report("r3", "2024-01-04", claim("b", "V", 2))])
+    assert rows(book.tally(incident="b")) == {"a": (2, 7, 2, 1)}
+    # Chains: a into c; b's claims follow to c.
+    book.ingest([doc("merge", incident_id="a", into="c")])
+    assert rows(book.tally()) == {"c": (1, 7, 1, 1)}
+    assert rows(book.tally(incident="b")) == rows(book.tally(incident="a")) == {"c": (1, 7, 1, 1)}
+    claims = book.history(incident="b")["claims"]
+    assert {(c["incident_id"], c.get("canonical_id")) for c in claims} == {
+        ("a", "c"), ("b", "c"), ("c", None)}
+    # ...and merging back into a merged-away id is refused.
+    rejected = book.ingest([doc("merge", incident_id="c", into="b")]).rejected
+    assert len(rejected) == 1 and rejected[0].error.startswith("into: ")
+
+
+def test_grouping_uses_incident_fields_as_they_stood(book):
+    book.ingest([report("r0", "2024-01-02", claim("a", "S", 5), claim("b", "S", 2),
+                        incidents=(incident("a", admin1="North", perpetrator="P"), incident("b", admin1="North")))])
+    before = now()
+    # An incident document amends only the fields it gives.
+    book.ingest([doc("incident", incident_id="a", admin1="South", occurred_from="2023-12-31")])
+    assert rows(book.tally(by="admin1")) == {"North": (2, 2, 2, 1), "South": (5, 5, 5, 1)}
+    assert rows(book.tally(by="admin1", as_of=before)) == {"North": (7, 7, 7, 2)}
+    assert rows(book.tally(by="perpetrator")) == {"P": (5, 5, 5, 1), None: (2, 2, 2, 1)}
+    assert rows(book.tally(by="country")) == {"Examplestan": (7, 7, 7, 2)}
+    assert rows(book.tally(by="year")) == {"2023": (5, 5, 5, 1), "2024": (2, 2, 2, 1)}
+    assert rows(book.tally(by="month", as_of=before)) == {"2024-01": (7, 7, 7, 2)}
+    # Re-sending the same fields changes nothing.
+    count = event_count(book.db)
+    result = book.ingest([doc("incident", incident_id="a", admin1="South")])
+    assert (result.accepted, result.unchanged) == (0, 1) and event_count(book.db) == count
