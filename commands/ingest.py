@@ -3,11 +3,14 @@
 Each document is parsed and decided on its own (a bad one is rejected with its line and
 nothing of it kept); the events of the accepted ones are saved together, a batch at a time.
 If another writer changed an aggregate the batch depends on, the store refuses the whole
-batch, and the batch is decided again on fresh state, a bounded number of times.
+batch; its documents are then decided again on fresh state and saved one by one, each retried
+a bounded number of times before it is refused in one line.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +62,7 @@ class Ingestor:
     """Feeds documents into one store for one editor."""
 
     def __init__(self, store: EventStore, recorded_by: str, *, batch_documents: int = 1000,
-                 batch_events: int = 20_000, cache_size: int = 250_000, max_retries: int = 5):
+                 batch_events: int = 20_000, cache_size: int = 250_000, max_retries: int = 8):
         self.store = store
         self.recorded_by = recorded_by
         self.batch_documents = batch_documents
@@ -144,6 +147,31 @@ class Ingestor:
             self._cache[aggregate_id] = state
         return state
 
+    def _append(self, batch: list[_Decided]) -> list[int]:
+        """Saves the batch's events; on a conflict decides again on fresh state, after a short
+        random pause (so racing writers stop colliding), a bounded number of times. A batch of
+        several documents that conflicts is split: each document is decided and saved on its
+        own, so one contended record does not hold back the rest."""
+        for attempt in range(self.max_retries + 1):
+            accepted = [d for d in batch if d.events]
+            try:
+                return self.store.append([d.events for d in accepted]) if accepted else []
+            except Conflict:
+                self._cache.clear()
+                self._pending.clear()
+            if len(batch) > 1:
+                stamps: list[int] = []
+                for d in batch:
+                    stamps += self._append([self._decide(d)])
+                    self._cache.update(self._pending)
+                    self._pending.clear()
+                return stamps
+            if attempt < self.max_retries:
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+                self._decide(batch[0])
+        batch[0].events, batch[0].rejected = [], "another writer kept changing the same records; try again"
+        return []
+
     def _decide(self, decided: _Decided) -> _Decided:
         unit = Unit(self._load, self.recorded_by)
         try:
@@ -156,25 +184,9 @@ class Ingestor:
         return decided
 
     def _save(self, batch: list[_Decided], result: IngestResult) -> None:
-        for attempt in range(self.max_retries + 1):
-            accepted = [d for d in batch if d.events]
-            try:
-                stamps = self.store.append([d.events for d in accepted]) if accepted else []
-            except Conflict:
-                if attempt == self.max_retries:
-                    for d in accepted:
-                        d.events, d.rejected = [], "another writer kept changing the same records; try again"
-                    self._cache.clear()
-                    self._pending.clear()
-                    break
-                self._cache.clear()
-                self._pending.clear()
-                for d in batch:
-                    self._decide(d)
-                continue
-            if stamps:
-                result.last_recorded_at = stamps[-1]
-            break
+        stamps = self._append(batch)
+        if stamps:
+            result.last_recorded_at = stamps[-1]
         self._cache.update(self._pending)
         self._pending.clear()
         for d in batch:

@@ -181,12 +181,13 @@ def test_two_editors_correcting_one_claim_at_the_same_moment(db_path):
 
 
 def test_a_writer_that_keeps_losing_is_told_in_one_line(db_path, monkeypatch):
-    """The retries are bounded: a writer that loses every time gets one line per document."""
+    """The retries are bounded: a writer that loses every time gets one line per document. A
+    batch that conflicts is split, so each document gets its own retries."""
     from tollbook.api import Tollbook
     from tollbook.eventstore import Conflict, EventStore
 
     with Tollbook(db_path, editor="ana") as ana:
-        ana.ingest(setup_documents(0))
+        ana.ingest(setup_documents(1))
         calls = []
 
         def always_late(self, documents):
@@ -194,11 +195,12 @@ def test_a_writer_that_keeps_losing_is_told_in_one_line(db_path, monkeypatch):
             raise Conflict("another writer saved first")
 
         monkeypatch.setattr(EventStore, "append", always_late)
-        result = ana.ingest([correction("shared", "ana: typed 1 for 7", 7)])
+        result = ana.ingest([correction("shared", "ana: typed 1 for 7", 7), correction("own-0", "ana: 8", 8)])
         monkeypatch.undo()
-        assert result.accepted == 0 and len(calls) == 6  # the first try and 5 retries
-        [rejection] = result.rejected
-        assert str(rejection) == "line 1: another writer kept changing the same records; try again"
+        assert result.accepted == 0
+        assert calls == [2] + [1] * 9 + [1] * 9  # the batch; then each document: a first try and 8 retries
+        assert [str(r) for r in result.rejected] == [
+            f"line {line}: another writer kept changing the same records; try again" for line in (1, 2)]
         assert [e["kind"] for e in ana.history(incident="shared")["claims"][0]["entries"]] == ["reported"]
 
 
