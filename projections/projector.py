@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from domain.ids import source_key
-from domain.time import format_instant, normalize_day, parse_instant, to_micros
+from domain.time import format_instant, normalize_day, to_micros
 from projections import schema
 from projections.timeline import Timeline
 from tollbook.eventstore import CONFLICTS
@@ -32,14 +34,18 @@ CLAIM_RETRACTED = "domain.claim:ClaimRetracted"
 CLAIM_CORRECTED = "domain.claim:ClaimCorrected"
 
 
+@lru_cache(maxsize=65_536)  # a report's claims share their published_at
 def _micros(text: str | None) -> int | None:
-    return None if text is None else to_micros(parse_instant(text))
+    # Stored instants are pydantic's RFC 3339 with a zone: the C parser reads them as they are.
+    return None if text is None else to_micros(datetime.fromisoformat(text))
 
 
 class Projection:
     name: str
     tables: dict[str, str]
-    indexes: list[str]
+    views: dict[str, str] = {}
+    indexes: list[str]  # needed while projecting
+    query_indexes: list[str]  # needed only by queries: a rebuild creates them at its end
     handlers: dict[str, Callable[[Any, int, Event], None]]
 
     def apply(self, cursor: Any, notifications: Iterable[tuple[int, str, Event]]) -> None:
@@ -59,6 +65,7 @@ class Incidents(Projection):
     name = "incidents.v1"
     tables = schema.INCIDENTS
     indexes = schema.INCIDENT_INDEXES
+    query_indexes = schema.INCIDENT_QUERY_INDEXES
 
     def __init__(self) -> None:
         self.states = Timeline(
@@ -114,23 +121,27 @@ class Incidents(Projection):
 
 
 class Claims(Projection):
-    """Claims, their history entries, and every version's figures over recorded time."""
+    """Every claim event as one row: its history entry and its version's figures over
+    recorded time (see :data:`projections.schema.CLAIMS`)."""
 
-    name = "claims.v1"
+    name = "claims.v2"
     tables = schema.CLAIMS
+    views = schema.CLAIM_VIEWS
     indexes = schema.CLAIM_INDEXES
-    _ENTRY_COLUMNS = ("position", "claim_id", "kind", "version", "low", "high", "best", "qualifier",
-                      "published_at", "recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
+    query_indexes = schema.CLAIM_QUERY_INDEXES
+    COLUMNS = ("position", "claim_id", "claim_position", "incident_id", "source", "source_key", "measure", "grp",
+               "kind", "version", "version_kind", "version_position", "low", "high", "best", "qualifier",
+               "published_at", "recorded_at", "to_recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
+    _AT = {name: index for index, name in enumerate(COLUMNS)}
+    _CLAIM = COLUMNS[1:8]  # what every row repeats of its claim
+    _FIXABLE = ("low", "high", "best", "qualifier")
+    CACHE = 300_000  # claims kept in memory between batches
 
     def __init__(self) -> None:
-        self.figures = Timeline(
-            "tb_figures", ("claim_id", "version"),
-            ("claim_id", "version", "position", "recorded_at", "to_recorded_at", "version_position", "kind",
-             "low", "high", "best", "qualifier", "published_at", "incident_id", "source_key", "measure", "grp"),
-        )
-        self.claims: dict[str, tuple] = {}  # claim_id -> (incident_id, source, source_key, measure, grp)
-        self.new_claims: list[tuple] = []
-        self.entries: list[tuple] = []
+        self.claims: dict[str, tuple] = {}  # claim_id -> the row's claim columns
+        self.rows: list[list] = []  # this batch's rows, in log order
+        self.current: dict[tuple[str, int], list] = {}  # (claim_id, version) -> its row in this batch
+        self.closes: list[tuple[int, str, int]] = []  # (to_recorded_at, claim_id, version) of stored rows
         self.handlers = {
             CLAIM_REPORTED: self._reported,
             CLAIM_RETRACTED: self._retracted,
@@ -138,77 +149,67 @@ class Claims(Projection):
         }
 
     def _claim(self, cursor: Any, claim_id: str) -> tuple:
-        if claim_id not in self.claims:
-            cursor.execute(
-                "SELECT incident_id, source, source_key, measure, grp FROM tb_claims WHERE claim_id = ?", (claim_id,)
-            )
-            self.claims[claim_id] = tuple(cursor.fetchone())
-        return self.claims[claim_id]
+        claim = self.claims.get(claim_id)
+        if claim is None:
+            cursor.execute(f"SELECT {', '.join(self._CLAIM)} FROM tb_entries WHERE claim_id = ?"
+                           " ORDER BY position LIMIT 1", (claim_id,))
+            claim = self.claims[claim_id] = tuple(cursor.fetchone())
+        return claim
 
-    def _version(self, claim_id: str, position: int, event: Event, kind: str, figures: dict, published_at: int,
-                 claim: tuple) -> None:
-        incident_id, _, key, measure, grp = claim
-        self.figures.replace(None, (claim_id, event["version"]), {
-            "claim_id": claim_id, "version": event["version"], "position": position,
-            "recorded_at": event["timestamp"], "version_position": position, "kind": kind, **figures,
-            "published_at": published_at, "incident_id": incident_id, "source_key": key,
-            "measure": measure, "grp": grp,
-        }, known_new=True)
-
-    def _entry(self, **values: Any) -> None:
-        self.entries.append(tuple(values.get(c) for c in self._ENTRY_COLUMNS))
+    def _add(self, row: list) -> None:
+        self.current[(row[1], row[9])] = row
+        self.rows.append(row)
 
     def _reported(self, cursor: Any, position: int, event: Event) -> None:
-        claim_id = event["originator_id"]
-        published_at = _micros(event["published_at"])
-        if event["version"] == 1:
-            claim = (event["incident_id"], event["source"], source_key(event["source"]), event["measure"],
-                     event["group"])
-            self.claims[claim_id] = claim
-            self.new_claims.append((claim_id, *claim, position, event["timestamp"]))
+        claim_id, version, get = event["originator_id"], event["version"], event.get
+        if version == 1:
+            claim = self.claims[claim_id] = (claim_id, position, event["incident_id"], event["source"],
+                                             source_key(event["source"]), event["measure"], event["group"])
         else:
             claim = self._claim(cursor, claim_id)
-        figures = {name: event.get(name) for name in ("low", "high", "best", "qualifier")}
-        self._version(claim_id, position, event, "reported", figures, published_at, claim)
-        self._entry(position=position, claim_id=claim_id, kind="reported", version=event["version"], **figures,
-                    published_at=published_at, recorded_at=event["timestamp"], report_id=event["report_id"],
-                    recorded_by=event["recorded_by"], quote=event.get("quote"), note=event.get("note"))
+        self._add([position, *claim, "reported", version, "reported", position, get("low"), get("high"),
+                   get("best"), get("qualifier"), _micros(event["published_at"]), event["timestamp"], None,
+                   event["report_id"], None, event["recorded_by"], get("quote"), get("note")])
 
     def _retracted(self, cursor: Any, position: int, event: Event) -> None:
-        claim_id = event["originator_id"]
-        published_at = _micros(event["published_at"])
-        figures = {"low": None, "high": None, "best": None, "qualifier": None}
-        self._version(claim_id, position, event, "retracted", figures, published_at, self._claim(cursor, claim_id))
-        self._entry(position=position, claim_id=claim_id, kind="retracted", version=event["version"],
-                    published_at=published_at, recorded_at=event["timestamp"], reason=event["reason"],
-                    recorded_by=event["recorded_by"])
+        claim = self._claim(cursor, event["originator_id"])
+        self._add([position, *claim, "retracted", event["version"], "retracted", position, None, None, None, None,
+                   _micros(event["published_at"]), event["timestamp"], None, None, event["reason"],
+                   event["recorded_by"], None, None])
 
     def _corrected(self, cursor: Any, position: int, event: Event) -> None:
-        claim_id, version = event["originator_id"], event["version"]
-        current = self.figures.current(cursor, (claim_id, version))
-        fixed = dict(current)
-        for name in ("low", "high", "best", "qualifier", "published_at"):
+        at, key = self._AT, (event["originator_id"], event["version"])
+        previous = self.current.get(key)
+        if previous is None:
+            cursor.execute(f"SELECT {', '.join(self.COLUMNS)} FROM tb_entries"
+                           " WHERE claim_id = ? AND version = ? AND to_recorded_at IS NULL", key)
+            previous = list(cursor.fetchone())
+            self.closes.append((event["timestamp"], *key))
+        else:
+            previous[at["to_recorded_at"]] = event["timestamp"]
+        row = previous.copy()
+        for name in self._FIXABLE:
             if name in event:
-                fixed[name] = _micros(event[name]) if name == "published_at" else event[name]
-        fixed.update(position=position, recorded_at=event["timestamp"])
-        self.figures.replace(cursor, (claim_id, version), fixed)
-        self._entry(position=position, claim_id=claim_id, kind="corrected", version=version,
-                    **{n: fixed[n] for n in ("low", "high", "best", "qualifier", "published_at")},
-                    recorded_at=event["timestamp"], reason=event["reason"], recorded_by=event["recorded_by"])
+                row[at[name]] = event[name]
+        if "published_at" in event:
+            row[at["published_at"]] = _micros(event["published_at"])
+        for name, value in (("position", position), ("kind", "corrected"), ("recorded_at", event["timestamp"]),
+                            ("to_recorded_at", None), ("report_id", None), ("reason", event["reason"]),
+                            ("recorded_by", event["recorded_by"]), ("quote", None), ("note", None)):
+            row[at[name]] = value
+        self._add(row)
 
     def flush(self, cursor: Any) -> None:
-        if self.new_claims:
-            cursor.executemany(
-                "INSERT INTO tb_claims (claim_id, incident_id, source, source_key, measure, grp, position, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.new_claims)
-            self.new_claims.clear()
-        self.figures.flush(cursor)
-        if self.entries:
-            cursor.executemany(
-                f"INSERT INTO tb_entries ({', '.join(self._ENTRY_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(self._ENTRY_COLUMNS))})", self.entries)
-            self.entries.clear()
-        if len(self.claims) > 100_000:
+        if self.closes:  # before the inserts: only rows stored by earlier batches are closed here
+            cursor.executemany("UPDATE tb_entries SET to_recorded_at = ?"
+                               " WHERE claim_id = ? AND version = ? AND to_recorded_at IS NULL", self.closes)
+            self.closes.clear()
+        if self.rows:
+            cursor.executemany(f"INSERT INTO tb_entries ({', '.join(self.COLUMNS)})"
+                               f" VALUES ({', '.join('?' * len(self.COLUMNS))})", self.rows)
+            self.rows.clear()
+        self.current.clear()
+        if len(self.claims) > self.CACHE:
             self.claims.clear()
 
 
@@ -226,30 +227,43 @@ class Projector:
 
     LOCK = "projections"
 
-    def __init__(self, store: Any, batch: int = 5000):
+    def __init__(self, store: Any, batch: int = 20_000):
         self.store = store
         self.batch = batch
         self.tracking = getattr(store, "tracking_table", "tracking")
         self.projections = all_projections()
+        self.topics = {topic for projection in self.projections for topic in projection.handlers}
         with store.transaction() as cursor:
             store.lock(cursor, self.LOCK)
             for projection in self.projections:
                 if self._position(cursor, projection) is None:
                     self._reset(cursor, projection)
+            self._index_for_queries(cursor)  # a rebuild stopped before its end left them out
 
     def _position(self, cursor: Any, projection: Projection) -> int | None:
         cursor.execute(f"SELECT notification_id FROM {self.tracking} WHERE application_name = ?", (projection.name,))
         row = cursor.fetchone()
         return row[0] if row else None
 
-    def _reset(self, cursor: Any, projection: Projection) -> None:
-        for table in projection.tables:
-            cursor.execute(f"DROP TABLE IF EXISTS {table}")
-        for statement in (*projection.tables.values(), *projection.indexes):
-            cursor.execute(statement)
+    def _ddl(self, cursor: Any, statement: str) -> None:
+        cursor.execute(schema.for_postgres(statement) if self.store.is_postgres else statement)
+
+    def _reset(self, cursor: Any, projection: Projection, *, for_queries: bool = True) -> None:
+        """Empties the projection and sets its position to the log's start. ``for_queries``:
+        False leaves out the indexes only queries need (a rebuild adds them at its end)."""
+        for name in (*projection.views, *projection.tables, *schema.OBSOLETE_TABLES):
+            self.store.drop(cursor, name)
+        statements = [*projection.tables.values(), *projection.views.values(), *projection.indexes]
+        for statement in statements + (projection.query_indexes if for_queries else []):
+            self._ddl(cursor, statement)
         cursor.execute(f"DELETE FROM {self.tracking} WHERE application_name = ?", (projection.name,))
         cursor.execute(f"INSERT INTO {self.tracking} (application_name, notification_id) VALUES (?, 0)",
                        (projection.name,))
+
+    def _index_for_queries(self, cursor: Any) -> None:
+        for projection in self.projections:
+            for statement in projection.query_indexes:
+                self._ddl(cursor, statement)
 
     def positions(self) -> dict[str, int]:
         with self.store.transaction(write=False) as cursor:
@@ -281,30 +295,37 @@ class Projector:
         return done
 
     def _step(self) -> tuple[int, int]:
-        with self.store.transaction() as cursor:
+        # Projections can be rebuilt from the log: their commits need not wait for the disk.
+        with self.store.transaction(durable=False) as cursor:
             self.store.lock(cursor, self.LOCK)
             positions = {p.name: self._position(cursor, p) or 0 for p in self.projections}
             start = min(positions.values())
             notifications = self.store.read_log(cursor, start, self.batch)
             if not notifications:
                 return 0, start
-            decoded = [(position, topic, orjson.loads(state)) for position, topic, state in notifications]
-            last = decoded[-1][0]
+            last = notifications[-1][0]
+            # Only the events some projection reads are decoded (not the document receipts).
+            decoded = [(position, topic, orjson.loads(state)) for position, topic, state in notifications
+                       if topic in self.topics]
             for projection in self.projections:
                 position = positions[projection.name]
                 if position >= last:
                     continue
                 projection.apply(cursor, (d for d in decoded if d[0] > position))
                 self.store.track(cursor, projection.name, last)
-            return len(decoded), last
+            return len(notifications), last
 
     def rebuild(self, stop: Any = None, on_progress: Callable[[dict[str, Any]], None] | None = None) -> int:
         with self.store.transaction() as cursor:
             self.store.lock(cursor, self.LOCK)
             for projection in self.projections:
-                self._reset(cursor, projection)
+                self._reset(cursor, projection, for_queries=False)
         self.projections = all_projections()
-        return self.catch_up(stop, on_progress)
+        done = self.catch_up(stop, on_progress)
+        with self.store.transaction() as cursor:
+            self.store.lock(cursor, self.LOCK)
+            self._index_for_queries(cursor)
+        return done
 
     # -- following the log, and where every projection stands -----------------------------
 

@@ -53,13 +53,12 @@ def source_figures(cursor: Any, measure: str, group: str, as_of: int, known_at: 
 
     A source is named as in its earliest-recorded pooled claim, whatever ``known_at`` is."""
     sql = (
-        "SELECT f.incident_id, f.source_key, f.kind, f.low, f.high, f.best, f.published_at, f.version_position,"
-        " c.source, c.position FROM tb_figures f JOIN tb_claims c ON c.claim_id = f.claim_id"
-        f" WHERE f.measure = ? AND f.grp = ? AND f.{_VALID.replace('to_recorded_at', 'f.to_recorded_at')}"
+        "SELECT incident_id, source_key, version_kind, low, high, best, published_at, version_position,"
+        f" source, claim_position FROM tb_entries WHERE measure = ? AND grp = ? AND {_VALID}"
     )
     params: list[Any] = [measure, group, as_of, as_of]
     if incident_ids is not None:
-        sql += " AND " + _in("f.incident_id", incident_ids)
+        sql += " AND " + _in("incident_id", incident_ids)
         params += incident_ids
     cursor.execute(sql, params)
     buckets: dict[tuple[str, str], list] = defaultdict(list)
@@ -195,9 +194,13 @@ def _claims(cursor: Any, as_of: int, incident_ids: list[str] | None, source: str
     return cursor.fetchall()
 
 
-def _entries(cursor: Any, claim_ids: list[str] | None, after: int, upto: int) -> dict[str, list[dict]]:
+def _entries(cursor: Any, claim_ids: list[str] | None, after: int, upto: int,
+             measure: str | None = None, group: str | None = None) -> dict[str, list[dict]]:
     sql = f"SELECT {', '.join(_ENTRY)} FROM tb_entries WHERE recorded_at > ? AND recorded_at <= ?"
     params: list[Any] = [after, upto]
+    if measure is not None and group is not None:
+        sql += " AND measure = ? AND grp = ?"
+        params += [measure, group]
     if claim_ids is not None:
         sql += " AND " + _in("claim_id", claim_ids)
         params += claim_ids
@@ -273,7 +276,7 @@ def diff(cursor: Any, *, start: int, end: int, known_at: int | None = None, meas
          if [before.get(i, {}).get(f) for f in figures] != [after.get(i, {}).get(f) for f in figures]),
     )
     claims = _claims(cursor, end, None, None, measure, group)
-    entries = _entries(cursor, None, start, end)
+    entries = _entries(cursor, None, start, end, measure, group)
     touching: dict[str, list[dict]] = defaultdict(list)
     for claim_id, incident_id, source_name, _, _ in claims:
         for entry in entries.get(claim_id, []):

@@ -1,8 +1,10 @@
 """The read models' tables: plain SQL that SQLite and PostgreSQL both speak.
 
 Instants are BIGINT microseconds (UTC). ``position`` is the event's notification id in the
-log. Bitemporal tables carry ``recorded_at`` (and ``to_recorded_at`` where a row can be
-replaced) and ``published_at`` so every as-of / known-at question is an indexed query.
+log. ``INTEGER PRIMARY KEY`` makes it the row id on SQLite; PostgreSQL gets ``BIGINT PRIMARY
+KEY`` (see :func:`for_postgres`). Bitemporal tables carry ``recorded_at`` (and
+``to_recorded_at`` where a row can be replaced) and ``published_at`` so every as-of / known-at
+question is an indexed query.
 """
 
 INCIDENTS = {
@@ -23,42 +25,61 @@ INCIDENTS = {
             PRIMARY KEY (incident_id, position))""",
     "tb_merges": """
         CREATE TABLE IF NOT EXISTS tb_merges (
-            position BIGINT PRIMARY KEY, incident_id TEXT NOT NULL, into_id TEXT NOT NULL,
+            position INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, into_id TEXT NOT NULL,
             recorded_at BIGINT NOT NULL, reason TEXT, recorded_by TEXT NOT NULL)""",
 }
 INCIDENT_INDEXES = [
-    "CREATE INDEX IF NOT EXISTS tb_incidents_current ON tb_incidents (recorded_at, to_recorded_at)",
     "CREATE INDEX IF NOT EXISTS tb_canonical_by_canonical ON tb_canonical (canonical_id, recorded_at)",
+]
+INCIDENT_QUERY_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS tb_incidents_current ON tb_incidents (recorded_at, to_recorded_at)",
     "CREATE INDEX IF NOT EXISTS tb_merges_recorded ON tb_merges (recorded_at)",
 ]
 
 CLAIMS = {
-    "tb_claims": """
-        CREATE TABLE IF NOT EXISTS tb_claims (
-            claim_id TEXT PRIMARY KEY, incident_id TEXT NOT NULL, source TEXT NOT NULL,
-            source_key TEXT NOT NULL, measure TEXT NOT NULL, grp TEXT NOT NULL,
-            position BIGINT NOT NULL, recorded_at BIGINT NOT NULL)""",
-    # The history: every version, retraction and correction as it was recorded.
+    # One row per claim event (a version reported or retracted, or a correction of a version),
+    # which is both an entry of the claim's history and the figures its version has from
+    # ``recorded_at`` until ``to_recorded_at`` (when a correction replaces them). One row, not
+    # two tables, so projecting an event writes once. The claim's own fields ride along on
+    # every row, so a tally reads one table.
     "tb_entries": """
         CREATE TABLE IF NOT EXISTS tb_entries (
-            position BIGINT PRIMARY KEY, claim_id TEXT NOT NULL, kind TEXT NOT NULL,
-            version INTEGER NOT NULL, low BIGINT, high BIGINT, best BIGINT, qualifier TEXT,
-            published_at BIGINT NOT NULL, recorded_at BIGINT NOT NULL, report_id TEXT,
-            reason TEXT, recorded_by TEXT NOT NULL, quote TEXT, note TEXT)""",
-    # Each version's figures over recorded time: corrections close one row and open the next.
-    "tb_figures": """
-        CREATE TABLE IF NOT EXISTS tb_figures (
-            claim_id TEXT NOT NULL, version INTEGER NOT NULL, position BIGINT NOT NULL,
-            recorded_at BIGINT NOT NULL, to_recorded_at BIGINT,
-            version_position BIGINT NOT NULL, kind TEXT NOT NULL,
+            position INTEGER PRIMARY KEY, claim_id TEXT NOT NULL, claim_position BIGINT NOT NULL,
+            incident_id TEXT NOT NULL, source TEXT NOT NULL, source_key TEXT NOT NULL,
+            measure TEXT NOT NULL, grp TEXT NOT NULL,
+            kind TEXT NOT NULL, version INTEGER NOT NULL, version_kind TEXT NOT NULL,
+            version_position BIGINT NOT NULL,
             low BIGINT, high BIGINT, best BIGINT, qualifier TEXT, published_at BIGINT NOT NULL,
-            incident_id TEXT NOT NULL, source_key TEXT NOT NULL, measure TEXT NOT NULL, grp TEXT NOT NULL,
-            PRIMARY KEY (claim_id, version, position))""",
+            recorded_at BIGINT NOT NULL, to_recorded_at BIGINT,
+            report_id TEXT, reason TEXT, recorded_by TEXT NOT NULL, quote TEXT, note TEXT)""",
 }
+CLAIM_VIEWS = {
+    # Each claim, as its first event recorded it.
+    "tb_claims": """
+        CREATE VIEW tb_claims AS
+        SELECT claim_id, incident_id, source, source_key, measure, grp, position, recorded_at
+        FROM tb_entries WHERE position = claim_position""",
+    # Each version's figures over recorded time.
+    "tb_figures": """
+        CREATE VIEW tb_figures AS
+        SELECT claim_id, version, position, recorded_at, to_recorded_at, version_position,
+               version_kind AS kind, low, high, best, qualifier, published_at,
+               incident_id, source_key, measure, grp
+        FROM tb_entries""",
+}
+# Needed while projecting (a correction finds the row it replaces; a retraction its claim).
 CLAIM_INDEXES = [
-    "CREATE INDEX IF NOT EXISTS tb_claims_incident ON tb_claims (incident_id)",
     "CREATE INDEX IF NOT EXISTS tb_entries_claim ON tb_entries (claim_id, position)",
-    "CREATE INDEX IF NOT EXISTS tb_entries_recorded ON tb_entries (recorded_at)",
-    "CREATE INDEX IF NOT EXISTS tb_figures_incident ON tb_figures (measure, grp, incident_id, recorded_at)",
-    "CREATE INDEX IF NOT EXISTS tb_figures_point ON tb_figures (measure, grp, recorded_at)",
 ]
+# Needed only by queries: a rebuild creates them once at the end, which is faster than
+# keeping them sorted row by row.
+CLAIM_QUERY_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS tb_entries_incident ON tb_entries (incident_id, measure, grp, recorded_at)",
+    "CREATE INDEX IF NOT EXISTS tb_entries_point ON tb_entries (measure, grp, recorded_at)",
+]
+# Tables of earlier versions of the projections, dropped when they are rebuilt.
+OBSOLETE_TABLES = ["tb_figures", "tb_claims"]
+
+
+def for_postgres(statement: str) -> str:
+    return statement.replace("INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY")

@@ -197,14 +197,15 @@ class EventStore:
         return aggregate_id if self.is_postgres else aggregate_id.hex
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Any]:
+    def transaction(self, *, write: bool = True, durable: bool = True) -> Iterator[Any]:
         """A cursor in one transaction: on SQLite it takes the write lock up front (no upgrade
         deadlocks); on PostgreSQL a read sees one snapshot. Either way the cursor takes SQL with
-        ``?`` placeholders and returns tuples."""
+        ``?`` placeholders and returns tuples. A write is on disk when its commit returns,
+        unless ``durable`` is False (for what can be rebuilt from the log: the projections)."""
         if self.is_postgres:
             from tollbook import pgstore
 
-            with pgstore.transaction(self.recorder.datastore, write=write) as cursor:
+            with pgstore.transaction(self.recorder.datastore, write=write, durable=durable) as cursor:
                 yield cursor
             return
         with self.recorder.datastore.get_connection(commit=write) as connection:
@@ -212,7 +213,7 @@ class EventStore:
             raw = cursor.sqlite_cursor
             try:
                 if write:
-                    raw.execute("PRAGMA synchronous=FULL")
+                    raw.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
                 raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield raw
             except BaseException:
@@ -261,6 +262,17 @@ class EventStore:
         """Advances a projection's position in the transaction that wrote its rows."""
         raw = cursor.raw if self.is_postgres else _Cursor(cursor)
         self.recorder._insert_tracking(raw, Tracking(projection, position))
+
+    def drop(self, cursor: Any, name: str) -> None:
+        """Drops the table or view ``name`` if there is one."""
+        if self.is_postgres:
+            cursor.execute("SELECT table_type FROM information_schema.tables"
+                           " WHERE table_schema = current_schema() AND table_name = ?", (name,))
+        else:
+            cursor.execute("SELECT type FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')", (name,))
+        row = cursor.fetchone()
+        if row is not None:
+            cursor.execute(f"DROP {'VIEW' if row[0].upper() == 'VIEW' else 'TABLE'} {name}")
 
     def lock(self, cursor: Any, name: str) -> None:
         """Holds the store-wide lock ``name`` until the transaction ends. SQLite's write

@@ -169,13 +169,16 @@ class QmarkCursor:
 
 
 @contextmanager
-def transaction(datastore: Any, *, write: bool) -> Iterator[QmarkCursor]:
+def transaction(datastore: Any, *, write: bool, durable: bool = True) -> Iterator[QmarkCursor]:
     """One transaction on a pooled connection. A read sees one snapshot throughout (REPEATABLE
-    READ), as a SQLite read transaction does, so a query's several SELECTs agree."""
+    READ), as a SQLite read transaction does, so a query's several SELECTs agree. A write that
+    need not be ``durable`` does not wait for the WAL flush at commit."""
     with datastore.get_connection() as connection, connection.transaction():
         with connection.cursor(row_factory=tuple_row) as raw:
             if not write:
                 raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            elif not durable:
+                raw.execute("SET LOCAL synchronous_commit = off")
             yield QmarkCursor(raw)
 
 
