@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from domain.tally import POLICIES, Candidate, combine, counts, current
+from domain.tally import POLICIES, Candidate, combine, counts
 from domain.time import format_instant
 
 FOREVER = 2**62
@@ -61,17 +61,21 @@ def source_figures(cursor: Any, measure: str, group: str, as_of: int, known_at: 
         sql += " AND " + _in("incident_id", incident_ids)
         params += incident_ids
     cursor.execute(sql, params)
-    buckets: dict[tuple[str, str], list] = defaultdict(list)
-    for incident_id, key, kind, low, high, best, published_at, recorded, source, claim_position in cursor:
-        buckets[(canonical.get(incident_id, incident_id), key)].append(
-            (Candidate(kind, low, high, best, published_at, recorded), source, claim_position))
-    result = []
-    for (incident_id, _), rows in buckets.items():
-        figure = current(row[0] for row in rows if row[0].published_at <= known_at)
-        if counts(figure):
-            display = min(rows, key=lambda row: row[2])[1]
-            result.append(SourceFigure(incident_id, display, figure))
-    return result
+    chosen: dict[tuple[str, str], tuple] = {}  # (canonical incident, source key) -> current row
+    shown: dict[tuple[str, str], tuple[int, str]] = {}  # -> (claim position, source name)
+    for row in cursor:
+        incident_id, key, published_at, recorded, claim_position = row[0], row[1], row[6], row[7], row[9]
+        pooled = (canonical.get(incident_id, incident_id), key)
+        name = shown.get(pooled)
+        if name is None or claim_position < name[0]:
+            shown[pooled] = (claim_position, row[8])
+        if published_at <= known_at:
+            # domain.tally.current's rule, row by row: latest published, then last recorded.
+            best = chosen.get(pooled)
+            if best is None or (published_at, recorded) > (best[6], best[7]):
+                chosen[pooled] = row
+    return [SourceFigure(pooled[0], shown[pooled][1], Candidate(*row[2:8]))
+            for pooled, row in chosen.items() if row[2] == "reported"]
 
 
 def incident_fields(cursor: Any, as_of: int, incident_ids: list[str] | None) -> dict[str, dict[str, Any]]:
