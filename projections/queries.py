@@ -168,7 +168,7 @@ def _by_field(cursor: Any, per_incident: dict[str, dict[str, Any]], by: str, as_
 
 # -- history ------------------------------------------------------------------------------
 
-_ENTRY = ("position", "claim_id", "kind", "version", "low", "high", "best", "qualifier", "published_at",
+_ENTRY = ("position", "claim_id", "incident_id", "source", "kind", "version", "low", "high", "best", "qualifier", "published_at",
           "recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
 
 
@@ -268,25 +268,33 @@ def history(cursor: Any, *, incident: str | None = None, source: str | None = No
 def diff(cursor: Any, *, start: int, end: int, known_at: int | None = None, measure: str = "killed",
          group: str = "all", policy: str = "conservative") -> dict[str, Any]:
     point_v = known_at if known_at is not None else FOREVER
+    canonical_before, canonical_after = canonical_ids(cursor, start), canonical_ids(cursor, end)
+    entries = _entries(cursor, None, start, end, measure, group)
+    # A tally row can only move where a claim event was recorded in between, or where a merge
+    # changed which claims pool together: only those incidents are tallied, on both sides.
+    touching: dict[str, list[dict]] = defaultdict(list)
+    for claim_entries in entries.values():
+        for entry in claim_entries:
+            incident_id = entry["incident_id"]
+            for incident in {canonical_before.get(incident_id, incident_id),
+                             canonical_after.get(incident_id, incident_id)}:
+                touching[incident].append(_entry_json(entry) | {
+                    "claim_id": entry["claim_id"], "incident_id": incident_id, "source": entry["source"]})
+    moved = set(touching)
+    for incident_id in canonical_before.keys() | canonical_after.keys():
+        before_id, after_id = canonical_before.get(incident_id, incident_id), canonical_after.get(incident_id, incident_id)
+        if before_id != after_id:
+            moved |= {before_id, after_id}
     sides = []
-    for point in (start, end):
-        canonical = canonical_ids(cursor, point)
-        rows = incident_rows(source_figures(cursor, measure, group, point, point_v, None, canonical), policy)
-        sides.append((canonical, rows))
-    (canonical_before, before), (canonical_after, after) = sides
+    for point, canonical in ((start, canonical_before), (end, canonical_after)):
+        pooled = _small(sorted(moved | {k for k, v in canonical.items() if v in moved}))
+        sides.append(incident_rows(source_figures(cursor, measure, group, point, point_v, pooled, canonical), policy))
+    before, after = sides
     figures = ("low", "high", "best")
     changed = sorted(
-        (i for i in before.keys() | after.keys()
-         if [before.get(i, {}).get(f) for f in figures] != [after.get(i, {}).get(f) for f in figures]),
+        i for i in (before.keys() | after.keys()) & moved
+        if [before.get(i, {}).get(f) for f in figures] != [after.get(i, {}).get(f) for f in figures]
     )
-    claims = _claims(cursor, end, None, None, measure, group)
-    entries = _entries(cursor, None, start, end, measure, group)
-    touching: dict[str, list[dict]] = defaultdict(list)
-    for claim_id, incident_id, source_name, _, _ in claims:
-        for entry in entries.get(claim_id, []):
-            for incident in {canonical_before.get(incident_id, incident_id), canonical_after.get(incident_id, incident_id)}:
-                touching[incident].append(
-                    _entry_json(entry) | {"claim_id": claim_id, "incident_id": incident_id, "source": source_name})
     changes = []
     for incident_id in changed:
         changes.append({
