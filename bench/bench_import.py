@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-REAL = ROOT / "tests" / "data" / "ged191-myanmar-bangladesh.csv"
+REAL = ROOT / "examples" / "ucdp-ged-19.1" / "ged191-myanmar-bangladesh.csv"
 sys.path[:0] = [str(ROOT)]
 
 COLUMNS = [
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = Path(options.keep) if options.keep else Path(tempfile.mkdtemp(prefix="tollbook-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    files = [("real extract (tests/data)", REAL)]
+    files = [("real extract (examples/ucdp-ged-19.1)", REAL)]
     generated = 0.0
     if options.rows:
         synthetic = folder / f"ged-synthetic-{options.rows}.csv"

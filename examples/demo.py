@@ -61,6 +61,14 @@ def main() -> None:
     print("\n# What the retraction, the duplicate and the merge changed:")
     tollbook("diff", "--from", instants[2], "--to", instants[-1])
     tollbook("tally", "--by", "source")
+
+    print("\n# 3. Real data in: a UCDP GED 19.1 extract (Myanmar and Bangladesh, 3,194 events)")
+    ged = str(HERE / "ucdp-ged-19.1" / "ged191-myanmar-bangladesh.csv")
+    tollbook("import", "ucdp", ged, "--release", "19.1", "--published-at", "2019-06-14")
+    tollbook("tally", "--by", "year", "--known-at", "2019-12-31T00:00:00Z")
+    print("\n# Importing the same release again stores nothing:")
+    tollbook("import", "ucdp", ged, "--release", "19.1", "--published-at", "2019-06-14")
+    tollbook("status")
     print(f"\nThe demo store is {os.environ['TOLLBOOK_DB']}")
 
 

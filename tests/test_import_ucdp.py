@@ -1,4 +1,4 @@
-"""UCDP GED importer (CONTRACT section 7) on the real 19.1 extract in tests/data, and on a later
+"""UCDP GED importer (CONTRACT section 7) on the real 19.1 extract in examples/ucdp-ged-19.1, and on a later
 release derived from it here: versions only where figures changed, amendments, retractions of
 dropped events with --complete, the exact diff, and both clocks across the two releases."""
 
@@ -18,7 +18,7 @@ import pytest
 
 from tollbook.api import Tollbook
 
-DATA = Path(__file__).resolve().parent / "data" / "ged191-myanmar-bangladesh.csv"
+DATA = Path(__file__).resolve().parents[1] / "examples" / "ucdp-ged-19.1" / "ged191-myanmar-bangladesh.csv"
 ROOT = Path(__file__).resolve().parent.parent
 WIDENED = {"71686", "84006", "71645", "71690", "210317", "224479"}
 P1, P2 = "2019-06-01T00:00:00Z", "2020-06-01T00:00:00Z"

@@ -16,7 +16,7 @@ from reference import Reference, fmt_ts, parse_ts, source_key
 from strategies import documents, history_args, tally_args
 
 ROOT = Path(__file__).resolve().parent.parent
-CANDIDATES = [ROOT / "examples", ROOT / "tests" / "data", ROOT.parent / "shared" / "examples", Path("/work/shared/examples")]
+CANDIDATES = [ROOT / "examples", ROOT.parent / "shared" / "examples", Path("/work/shared/examples")]
 
 
 def _example(name: str) -> list[dict]:
