@@ -1,0 +1,327 @@
+"""The benchmark's phases, each run by bench/run.py in a process of its own (so its peak memory
+is its own and no phase warms another's caches in memory):
+
+    python bench/phases.py PHASE 'JSON arguments'
+
+prints one JSON line with the phase's figures. Works on a SQLite path or a PostgreSQL URL except
+where noted (the raw-SQLite baselines and the replays read the SQLite file directly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import sqlite3
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+HOUR_US = 3_600_000_000
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def _book(db: str, editor: str = "bench"):
+    from tollbook.api import Tollbook
+
+    return Tollbook(db, editor=editor)
+
+
+def _stored_events(book) -> int:
+    with book.store.transaction(write=False) as cursor:
+        cursor.execute(f"SELECT count(*) FROM {book.store.events_table}")
+        return cursor.fetchone()[0]
+
+
+# -- data --------------------------------------------------------------------------------------
+
+def generate(events: int, path: str) -> dict:
+    """Streams the generator's documents to a JSONL file; returns the realized mix."""
+    from generate import generate as documents
+
+    stats: dict = {}
+    start = time.perf_counter()
+    with open(path, "wb") as out:
+        buffer: list[bytes] = []
+        for document in documents(events, stats=stats):
+            buffer.append(orjson.dumps(document))
+            if len(buffer) >= 4096:
+                out.write(b"\n".join(buffer) + b"\n")
+                buffer.clear()
+        if buffer:
+            out.write(b"\n".join(buffer) + b"\n")
+    keep = ("documents", "events", "incidents", "new_claims", "revisions", "corrections", "retractions",
+            "merges", "countries", "admin1", "sources", "planned_sources", "planned_incidents",
+            "first_published", "last_published")
+    return {"seconds": time.perf_counter() - start, "bytes": os.path.getsize(path), **{k: stats[k] for k in keep}}
+
+
+# -- write side --------------------------------------------------------------------------------
+
+def open_store(db: str) -> dict:
+    """Creates the store (tables, projections' tables) so that timed phases do not."""
+    book = _book(db)
+    book.close()
+    return {}
+
+
+def ingest(db: str, path: str) -> dict:
+    book = _book(db)
+    start = time.perf_counter()
+    with open(path, "rb") as lines:
+        result = book.ingest(lines)
+    seconds = time.perf_counter() - start
+    stored = _stored_events(book)
+    book.close()
+    return {"seconds": seconds, "stored_events": stored, "accepted": result.accepted,
+            "unchanged": result.unchanged, "rejected": len(result.rejected),
+            "first_rejections": [str(r) for r in result.rejected[:3]], "max_rss_mb": _max_rss_mb()}
+
+
+def writer(db: str, path: str) -> dict:
+    """One of several concurrent writers: opens the store, says ``ready``, waits for a line on
+    stdin, then ingests its share (in the ingestor's batches: 1,000 documents or 20,000 events
+    a transaction)."""
+    book = _book(db, editor=f"writer-{os.getpid()}")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.time()
+    with open(path, "rb") as lines:
+        result = book.ingest(lines)
+    end = time.time()
+    book.close()
+    return {"start": start, "end": end, "accepted": result.accepted, "rejected": len(result.rejected),
+            "first_rejections": [str(r) for r in result.rejected[:3]]}
+
+
+# -- read side ---------------------------------------------------------------------------------
+
+def project(db: str, rebuild: bool) -> dict:
+    """Projections catching up with the log (after an ingest), or rebuilt from zero."""
+    book = _book(db)
+    start = time.perf_counter()
+    events = book.rebuild() if rebuild else book.refresh()
+    seconds = time.perf_counter() - start
+    book.close()
+    return {"seconds": seconds, "events": events, "max_rss_mb": _max_rss_mb()}
+
+
+def raw(db: str, scratch: str) -> dict:
+    """The raw-SQLite limits on the same events. Write: the store's serialized events inserted
+    with executemany in ONE transaction into a table of the same shape (DDL copied from the
+    store, same WAL journal and synchronous=FULL as the store's writes); the rows are read from
+    the store in chunks of 100,000 between the timed inserts, so only the inserts and the commit
+    are timed. Read: a sequential read of the store's events table in log order with an orjson
+    decode of every state (what a rebuild cannot avoid)."""
+    source = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    [ddl] = source.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'stored_events'").fetchone()
+    indexes = [row[0] for row in source.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'stored_events' AND sql IS NOT NULL")]
+    target = sqlite3.connect(scratch, isolation_level=None)
+    target.execute("PRAGMA journal_mode=WAL")
+    target.execute("PRAGMA synchronous=FULL")
+    target.execute(ddl)
+    for statement in indexes:
+        target.execute(statement)
+    rows = source.execute("SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid")
+    insert_seconds = 0.0
+    inserted = 0
+    start = time.perf_counter()
+    target.execute("BEGIN")
+    insert_seconds += time.perf_counter() - start
+    while chunk := rows.fetchmany(100_000):
+        start = time.perf_counter()
+        target.executemany("INSERT INTO stored_events (originator_id, originator_version, topic, state) "
+                           "VALUES (?, ?, ?, ?)", chunk)
+        insert_seconds += time.perf_counter() - start
+        inserted += len(chunk)
+    start = time.perf_counter()
+    target.execute("COMMIT")
+    insert_seconds += time.perf_counter() - start
+    target.close()
+    source.close()
+
+    reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    start = time.perf_counter()
+    decoded = 0
+    for _, _, state in reader.execute("SELECT rowid, topic, state FROM stored_events ORDER BY rowid"):
+        orjson.loads(state)
+        decoded += 1
+    read_seconds = time.perf_counter() - start
+    reader.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(scratch + suffix).unlink(missing_ok=True)
+    return {"events": inserted, "insert_seconds": insert_seconds, "read_events": decoded,
+            "read_decode_seconds": read_seconds}
+
+
+def size(db: str) -> dict:
+    """The store on disk: everything, the events table (with its index), the projections."""
+    if db.startswith(("postgresql://", "postgres://")):
+        book = _book(db)
+        with book.store.transaction(write=False) as cursor:
+            cursor.execute(
+                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'")
+            tables = dict(cursor.fetchall())
+        events_table = book.store.events_table
+        book.close()
+        total = sum(tables.values())
+        return {"total_bytes": total, "events_bytes": tables.get(events_table, 0),
+                "projection_bytes": sum(v for k, v in tables.items() if k.startswith("tb_")), "wal_bytes": 0}
+    connection = sqlite3.connect(db)
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    owners = dict(connection.execute("SELECT name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')"))
+    pages = connection.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
+    connection.close()
+    by_table: dict[str, int] = {}
+    for name, size in pages:
+        table = owners.get(name, name)
+        by_table[table] = by_table.get(table, 0) + size
+    files = {suffix: os.path.getsize(db + suffix) for suffix in ("", "-wal", "-shm") if os.path.exists(db + suffix)}
+    return {"total_bytes": sum(files.values()), "wal_bytes": files.get("-wal", 0),
+            "events_bytes": by_table.get("stored_events", 0),
+            "projection_bytes": sum(v for k, v in by_table.items() if k.startswith("tb_"))}
+
+
+def _summary(times: list[float]) -> dict:
+    ordered = sorted(times)
+    p95 = statistics.quantiles(ordered, n=20, method="inclusive")[18] if len(ordered) > 1 else ordered[0]
+    return {"n": len(ordered), "median_ms": statistics.median(ordered) * 1000, "p95_ms": p95 * 1000,
+            "max_ms": ordered[-1] * 1000}
+
+
+def queries(db: str, kinds: list[str], samples: int, heavy_samples: int, replay_samples: int,
+            seed: int = 7) -> dict:
+    """Query latencies through tollbook.api.Tollbook in this process (each call brings the
+    projections up to date first, as the API does; they already are). One untimed warm-up call
+    per kind. Then the first ``replay_samples`` samples of each kind are answered again by
+    replaying the log (bench/replay.py) and the two answers compared."""
+    import replay
+
+    book = _book(db)
+    book.refresh()
+    store = book.store
+    rng = random.Random(seed)
+    with store.transaction(write=False) as cursor:
+        cursor.execute("SELECT min(recorded_at), max(recorded_at), min(published_at), max(published_at) FROM tb_entries")
+        r_first, r_last, p_first, p_last = cursor.fetchone()
+        cursor.execute("SELECT incident_id, min(recorded_at) FROM tb_incidents GROUP BY incident_id ORDER BY incident_id")
+        incidents = cursor.fetchall()
+        cursor.execute("SELECT incident_id, min(published_at), max(published_at) FROM tb_figures GROUP BY incident_id")
+        published = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+        cursor.execute(f"SELECT max({store.notification_id}) FROM {store.events_table}")
+        head = cursor.fetchone()[0]
+
+        def recorded_at(position: int) -> int:
+            cursor.execute(f"SELECT state FROM {store.events_table} WHERE {store.notification_id} = ?", (position,))
+            return orjson.loads(bytes(cursor.fetchone()[0]))["timestamp"]
+
+        def incident_point() -> dict:
+            incident, first = rng.choice(incidents)
+            low, high = published.get(incident, (p_first, p_last))
+            return {"incident": incident, "as_of": rng.randint(first, r_last),
+                    "known_at": rng.randint(low, high + 30 * 24 * HOUR_US)}
+
+        with_claims = sorted(published)
+
+        def history_point() -> dict:
+            incident = rng.choice(with_claims)
+            cursor.execute("SELECT source, measure, grp FROM tb_claims WHERE incident_id = ? ORDER BY position",
+                           (incident,))
+            source, measure, group = rng.choice(cursor.fetchall())
+            return {"incident": incident, "source": source, "measure": measure, "group": group}
+
+        def admin1_point() -> dict:
+            return {"as_of": rng.randint(r_first, r_last), "known_at": rng.randint(p_first, p_last)}
+
+        # "An hour of ingest": the log holds the stream of a feed spread over the data's published
+        # span (about five years); the events one hour of that feed brings are head / hours.
+        hours = max(1.0, (p_last - p_first) / HOUR_US)
+        span = max(1, round(head / hours))
+
+        def diff_point() -> dict:
+            position = rng.randint(1, max(1, head - span))
+            return {"start": recorded_at(position), "end": recorded_at(min(head, position + span))}
+
+        makers = {"incident": (incident_point, samples), "history": (history_point, samples),
+                  "admin1": (admin1_point, heavy_samples), "diff": (diff_point, heavy_samples)}
+        points = {kind: [makers[kind][0]() for _ in range(makers[kind][1] + 1)] for kind in kinds}
+
+    def ask(kind: str, point: dict) -> dict:
+        if kind == "incident":
+            return book.tally(incident=point["incident"], as_of=point["as_of"], known_at=point["known_at"])
+        if kind == "admin1":
+            return book.tally(by="admin1", as_of=point["as_of"], known_at=point["known_at"])
+        if kind == "history":
+            return book.history(**point)
+        return book.diff(point["start"], point["end"])
+
+    def again(kind: str, point: dict) -> tuple:
+        if kind == "incident":
+            return replay.tally_incident(db, point["incident"], point["as_of"], point["known_at"])
+        if kind == "admin1":
+            return replay.tally_by(db, "admin1", point["as_of"], point["known_at"])
+        if kind == "history":
+            return replay.history(db, point["incident"], point["source"], point["measure"], point["group"])
+        return replay.diff(db, point["start"], point["end"])
+
+    results: dict[str, Any] = {"diff_span_events": span, "hours": hours}
+    for kind in kinds:
+        warmup, *timed = points[kind]
+        ask(kind, warmup)
+        times, answers, sizes = [], [], []
+        for index, point in enumerate(timed):
+            start = time.perf_counter()
+            answer = ask(kind, point)
+            times.append(time.perf_counter() - start)
+            sizes.append(len(answer.get("rows") or answer.get("claims") or answer.get("changes") or ()))
+            if index < replay_samples:
+                answers.append(replay.normalize(kind, answer))
+        results[kind] = _summary(times) | {"mean_answer_rows": statistics.mean(sizes)}
+        if replay_samples and not store.is_postgres:
+            replay_times, agree, mismatches = [], 0, []
+            for point, answer in zip(timed, answers):
+                start = time.perf_counter()
+                replayed = again(kind, point)
+                replay_times.append(time.perf_counter() - start)
+                if replayed == answer:
+                    agree += 1
+                else:
+                    mismatches.append({"point": point, "api": repr(answer)[:300], "replay": repr(replayed)[:300]})
+            query_seconds = sum(times[:len(replay_times)])
+            results[kind]["replay"] = {
+                "n": len(replay_times), "median_s": statistics.median(replay_times),
+                "ratio": sum(replay_times) / query_seconds if query_seconds else None,
+                "agree": agree, "mismatches": mismatches[:2]}
+    book.close()
+    return results
+
+
+PHASES = {
+    "generate": lambda a: generate(a["events"], a["path"]),
+    "open": lambda a: open_store(a["db"]),
+    "ingest": lambda a: ingest(a["db"], a["path"]),
+    "writer": lambda a: writer(a["db"], a["path"]),
+    "catchup": lambda a: project(a["db"], rebuild=False),
+    "rebuild": lambda a: project(a["db"], rebuild=True),
+    "raw": lambda a: raw(a["db"], a["scratch"]),
+    "size": lambda a: size(a["db"]),
+    "queries": lambda a: queries(a["db"], a["kinds"], a["samples"], a["heavy_samples"], a["replay_samples"]),
+}
+
+
+if __name__ == "__main__":
+    name, arguments = sys.argv[1], json.loads(sys.argv[2])
+    print(json.dumps(PHASES[name](arguments)), flush=True)
