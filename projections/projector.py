@@ -226,6 +226,7 @@ class Projector:
     """
 
     LOCK = "projections"
+    ANALYZE_AFTER = 10_000  # events: after a bulk catch-up PostgreSQL's planner needs fresh statistics
 
     def __init__(self, store: Any, batch: int = 20_000):
         self.store = store
@@ -260,6 +261,15 @@ class Projector:
         cursor.execute(f"INSERT INTO {self.tracking} (application_name, notification_id) VALUES (?, 0)",
                        (projection.name,))
 
+    def _analyze(self) -> None:
+        # Without statistics on freshly filled tables PostgreSQL picks the wrong index (a
+        # single-incident tally took 20 ms instead of 0.05). SQLite plans well without them.
+        if self.store.is_postgres:
+            with self.store.transaction() as cursor:
+                for projection in self.projections:
+                    for table in projection.tables:
+                        cursor.execute(f"ANALYZE {table}")
+
     def _index_for_queries(self, cursor: Any) -> None:
         for projection in self.projections:
             for statement in projection.query_indexes:
@@ -287,6 +297,8 @@ class Projector:
                 self.projections = all_projections()
                 raise
             if applied == 0:
+                if done >= self.ANALYZE_AFTER:
+                    self._analyze()
                 return done
             done += applied
             if on_progress is not None:

@@ -34,10 +34,20 @@ def canonical_ids(cursor: Any, as_of: int) -> dict[str, str]:
     return dict(cursor.fetchall())
 
 
-def members(canonical: dict[str, str], incident_id: str) -> tuple[str, list[str]]:
-    """The incident a query by ``incident_id`` is answered for, and every id pooled there."""
-    target = canonical.get(incident_id, incident_id)
-    return target, [target, *(k for k, v in canonical.items() if v == target)]
+def pooled_at(cursor: Any, incident_id: str | None, as_of: int) -> tuple[dict[str, str], list[str] | None]:
+    """The merged-away -> canonical map a query needs, and the incident ids pooled where
+    ``incident_id`` counts (None: every incident). For one incident only its own rows of
+    ``tb_canonical`` are read (indexed), not every merge."""
+    if incident_id is None:
+        return canonical_ids(cursor, as_of), None
+    cursor.execute(f"SELECT canonical_id FROM tb_canonical WHERE incident_id = ? AND {_VALID}",
+                   (incident_id, as_of, as_of))
+    row = cursor.fetchone()
+    target = row[0] if row else incident_id
+    cursor.execute(f"SELECT incident_id FROM tb_canonical WHERE canonical_id = ? AND {_VALID}",
+                   (target, as_of, as_of))
+    canonical = {merged: target for (merged,) in cursor.fetchall()}
+    return canonical, [target, *canonical]
 
 
 @dataclass
@@ -115,8 +125,7 @@ def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str =
           incident: str | None = None, as_of: int | None = None, known_at: int | None = None,
           policy: str = "conservative") -> dict[str, Any]:
     point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
-    canonical = canonical_ids(cursor, point_r)
-    pooled = members(canonical, incident)[1] if incident is not None else None
+    canonical, pooled = pooled_at(cursor, incident, point_r)
     figures = source_figures(cursor, measure, group, point_r, point_v, pooled, canonical)
     per_incident = incident_rows(figures, policy)
     if by == "incident":
@@ -244,8 +253,7 @@ def _small(ids: list[str]) -> list[str] | None:
 def history(cursor: Any, *, incident: str | None = None, source: str | None = None, measure: str | None = None,
             group: str | None = None, as_of: int | None = None, known_at: int | None = None) -> dict[str, Any]:
     point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
-    canonical = canonical_ids(cursor, point_r)
-    pooled = members(canonical, incident)[1] if incident is not None else None
+    canonical, pooled = pooled_at(cursor, incident, point_r)
     claims = _claims(cursor, point_r, pooled, source, measure, group)
     ids = _small([c[0] for c in claims])
     entries = _entries(cursor, ids, -1, point_r)
