@@ -100,3 +100,25 @@ def test_known_at_and_as_of_match_the_reference_model(docs, data):
                                     for e in claim["entries"]]
             assert got == reference.history(**query), query
         book.close()
+
+
+@SETTINGS
+@given(docs=documents(min_size=2), data=st.data())
+def test_diff_names_exactly_the_incidents_whose_tally_moved(docs, data):
+    """diff(A, B) lists every incident whose by-incident tally row differs between as-of A and
+    as-of B, with both rows, and no other (it tallies only what can have moved: this checks
+    that shortcut against two whole tallies)."""
+    with tempfile.TemporaryDirectory() as folder:
+        book, stamps = _fed(folder, "a.db", docs)
+        recorded = sorted(s for s in stamps if s is not None)
+        instants = sorted({0, *recorded, *(s + 1 for s in recorded)})
+        start, end = sorted(data.draw(st.lists(st.sampled_from(instants), min_size=2, max_size=2), label="span"))
+        query = {k: v for k, v in data.draw(tally_args(), label="query").items() if k in ("measure", "group", "policy", "known_at")}
+        figures = ("low", "high", "best")
+        rows = [{r["key"]: {f: r[f] for f in figures} for r in book.tally(**query, as_of=point)["rows"]}
+                for point in (start, end)]
+        moved = sorted(i for i in rows[0].keys() | rows[1].keys() if rows[0].get(i) != rows[1].get(i))
+        answer = book.diff(start, end, **query)
+        book.close()
+    assert [(c["incident_id"], c["before"], c["after"]) for c in answer["changes"]] == [
+        (i, rows[0].get(i), rows[1].get(i)) for i in moved]
