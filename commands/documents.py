@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from domain.events import Count, Qualifier, check_range
 from domain.incident import KNOWN_FIELDS, check_fields
@@ -20,7 +21,7 @@ from domain.time import parse_instant
 
 Instant = Annotated[datetime, BeforeValidator(parse_instant)]
 Token = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_:.\-]*$")]
-Name = Annotated[str, Field(min_length=1), BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Reason = Name
 
 
@@ -40,7 +41,7 @@ class IncidentFields(BaseModel):
         check_fields(self.fields)
         return self
 
-    @property
+    @cached_property  # checked when parsed, then handed to the incident
     def fields(self) -> dict[str, Any]:
         given = self.model_dump(exclude={"incident_id", "kind"}, exclude_unset=True)
         return {name: given[name] for name in (*KNOWN_FIELDS, *sorted(given)) if name in given}
@@ -89,8 +90,9 @@ class Report(Document):
     title: str | None = None
     part: Name | None = None
     revise: Literal["always", "changed"] = "always"
-    incidents: list[IncidentFields] = []
-    claims: list[ClaimFigure] = []
+    # Factories: pydantic deep-copies a mutable default for every document that omits it.
+    incidents: list[IncidentFields] = Field(default_factory=list)
+    claims: list[ClaimFigure] = Field(default_factory=list)
 
 
 class Incident(IncidentFields):
@@ -207,6 +209,8 @@ def _message(problem: dict[str, Any]) -> str:
     kind, context = problem["type"], problem.get("ctx") or {}
     if kind == "greater_than_equal":
         return f"must be >= {context['ge']}"
+    if kind == "less_than_equal":
+        return f"must be <= {context['le']}"
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":

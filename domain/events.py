@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # A placeholder until the store stamps the event; no stored event carries it.
 UNRECORDED = datetime(1970, 1, 1, tzinfo=UTC)
 
-Count = Annotated[int, Field(ge=0, strict=True)]
+# At most the largest 64-bit integer: what SQLite and PostgreSQL store and JSON readers keep exact.
+Count = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
 Qualifier = Literal["exact", "at_least", "about", "up_to"]
 Text = Annotated[str, Field(min_length=1)]
 

@@ -186,6 +186,15 @@ def test_negative_count(reject, book):
         assert [r.error for r in result.rejected] == [f"claim 1: {name}: must be >= 0"]
 
 
+@pytest.mark.bad(report(claim(source="A"), claim(source="B", low=2**63)))
+def test_count_beyond_64_bits(reject, book):
+    # JSON readers would turn it into an inexact float; the stores hold 64-bit integers.
+    error = reject()
+    assert error == "claim 2: low: must be <= 9223372036854775807"
+    result = book.ingest([report(claim(source="B", low=2**63 - 1))])  # a dict through the API
+    assert (result.accepted, result.rejected) == (1, [])
+
+
 @pytest.mark.bad(report(claim(source="A"), claim(source="B", low=5, high=4)))
 def test_high_below_low(reject):
     error = reject()
