@@ -17,11 +17,12 @@ from domain import claim as claims
 from domain import document as documents
 from domain import incident as incidents
 from domain.errors import Rejected
-from domain.events import DomainEvent, Figures
+from domain.events import DomainEvent
 from domain.ids import claim_uuid, document_uuid, incident_uuid
 
 Evolve = Callable[[Any, DomainEvent], Any]
 Loader = Callable[[UUID, Evolve], Any]
+_UNCHANGED = object()
 
 
 class Unit:
@@ -32,9 +33,8 @@ class Unit:
         self.events: list[DomainEvent] = []
 
     def get(self, aggregate_id: UUID, evolve: Evolve) -> Any:
-        if aggregate_id in self.changed:
-            return self.changed[aggregate_id]
-        return self._load(aggregate_id, evolve)
+        state = self.changed.get(aggregate_id, _UNCHANGED)
+        return self._load(aggregate_id, evolve) if state is _UNCHANGED else state
 
     def record(self, event: DomainEvent | None, evolve: Evolve) -> None:
         if event is None:
@@ -116,14 +116,10 @@ def _report(report: Report, unit: Unit) -> None:
         if unit.get(incident_uuid(figure.incident_id), incidents.evolve) is None:
             raise Rejected(f"claim {number}: incident_id", f"unknown incident {figure.incident_id!r}")
         existing = unit.get(claim_uuid(figure.incident_id, figure.source, figure.measure, figure.group), claims.evolve)
-        figures = Figures(
-            low=figure.low,
-            high=figure.high if figure.high is not None else figure.low,
-            best=figure.best,
-            qualifier=figure.qualifier,
-        )
+        high = figure.high if figure.high is not None else figure.low
         published_at = figure.published_at or report.published_at
-        if report.revise == "changed" and _says_already(existing, figures, published_at):
+        if report.revise == "changed" and _says_already(
+                existing, (figure.low, high, figure.best, figure.qualifier), published_at):
             continue
         unit.record(
             claims.report(
@@ -132,7 +128,10 @@ def _report(report: Report, unit: Unit) -> None:
                 source=figure.source,
                 measure=figure.measure,
                 group=figure.group,
-                figures=figures,
+                low=figure.low,
+                high=high,
+                best=figure.best,
+                qualifier=figure.qualifier,
                 published_at=published_at,
                 report_id=report.report_id,
                 quote=figure.quote,
@@ -143,16 +142,17 @@ def _report(report: Report, unit: Unit) -> None:
         )
 
 
-def _says_already(claim: claims.Claim | None, figures: Figures, published_at: datetime) -> bool:
-    """Whether the claim's version current at ``published_at`` has exactly these figures."""
+def _says_already(claim: claims.Claim | None, figures: tuple[int, int, int | None, str | None],
+                  published_at: datetime) -> bool:
+    """Whether the claim's version current at ``published_at`` has exactly these figures
+    (low, high, best, qualifier)."""
     if claim is None:
         return False
     earlier = [v for v in claim.versions if v.published_at <= published_at]
     if not earlier:
         return False
     current = max(earlier, key=lambda v: (v.published_at, v.number))
-    return current.kind == "reported" and (current.low, current.high, current.best, current.qualifier) == (
-        figures.low, figures.high, figures.best, figures.qualifier)
+    return current.kind == "reported" and (current.low, current.high, current.best, current.qualifier) == figures
 
 
 def _incident(command: Incident, unit: Unit) -> None:

@@ -7,9 +7,8 @@ read side rebuilds everything else from the events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 from uuid import UUID
 
 from pydantic import Field, model_validator
@@ -70,8 +69,9 @@ class ClaimCorrected(DomainEvent):
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
+# The state is made of named tuples: immutable, and the cheapest values to make (evolving
+# makes new ones for every event a bulk ingest decides).
+class Version(NamedTuple):
     number: int
     kind: Literal["reported", "retracted"]
     low: int | None
@@ -81,8 +81,7 @@ class Version:
     published_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(NamedTuple):
     id: UUID
     aggregate_version: int
     incident_id: str
@@ -108,7 +107,10 @@ def report(
     source: str,
     measure: str,
     group: str,
-    figures: Figures,
+    low: int,
+    high: int,
+    best: int | None,
+    qualifier: str | None,
     published_at: datetime,
     report_id: str,
     quote: str | None,
@@ -124,7 +126,10 @@ def report(
         source=source.strip(),
         measure=measure,
         group=group,
-        **figures.model_dump(),
+        low=low,
+        high=high,
+        best=best,
+        qualifier=qualifier,
         published_at=published_at,
         report_id=report_id,
         quote=quote,
@@ -191,13 +196,13 @@ def evolve(claim: Claim | None, event: DomainEvent) -> Claim:
                 group=event.group,
                 versions=(version,),
             )
-        return replace(claim, aggregate_version=event.originator_version, versions=claim.versions + (version,))
+        return claim._replace(aggregate_version=event.originator_version, versions=claim.versions + (version,))
     assert claim is not None
     if isinstance(event, ClaimRetracted):
         version = Version(event.version, "retracted", None, None, None, None, event.published_at)
-        return replace(claim, aggregate_version=event.originator_version, versions=claim.versions + (version,))
+        return claim._replace(aggregate_version=event.originator_version, versions=claim.versions + (version,))
     if isinstance(event, ClaimCorrected):
-        fixed = replace(claim.versions[event.version - 1], **event.fixes)
+        fixed = claim.versions[event.version - 1]._replace(**event.fixes)
         versions = claim.versions[: event.version - 1] + (fixed,) + claim.versions[event.version :]
-        return replace(claim, aggregate_version=event.originator_version, versions=versions)
+        return claim._replace(aggregate_version=event.originator_version, versions=versions)
     raise TypeError(f"not a claim event: {type(event).__name__}")

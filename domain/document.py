@@ -3,9 +3,8 @@ stored report_id is refused. Reports are keyed by ``report_id``; other documents
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from domain.errors import Rejected
@@ -22,8 +21,7 @@ class DocumentReceived(DomainEvent):
     attributes: dict[str, Any] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Document:
+class Document(NamedTuple):  # a named tuple, as a claim's state is
     id: UUID
     key: str
     content_hash: str

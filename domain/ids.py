@@ -1,10 +1,28 @@
 """Aggregate ids derived from the names users give, so the same name always finds the same record."""
 
 from functools import lru_cache
+from hashlib import sha1
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://tollbook.invalid/ids")
 _SEP = "\x1f"
+
+# uuid5(_NAMESPACE, name) is sha1(namespace bytes + name) with the version and variant bits set.
+# Bulk ingest derives ids by the hundred thousand: hash the namespace once, set the bits on the int.
+_HASHED_NAMESPACE = sha1(_NAMESPACE.bytes)
+_KEEP = ~((0xF000 << 64) | (0xC000 << 48))
+_VERSION_5 = (0x5000 << 64) | (0x8000 << 48)
+
+
+def _uuid5(name: str) -> UUID:
+    digest = _HASHED_NAMESPACE.copy()
+    digest.update(name.encode())
+    return UUID(int=int.from_bytes(digest.digest()[:16]) & _KEEP | _VERSION_5)
+
+
+# A name is turned into its id several times a document: in the prefetch of its batch, then
+# in deciding it. Enough ids are kept for a batch of bulk ingest (commands/ingest.py).
+_IDS_KEPT = 1 << 15
 
 
 def source_key(source: str) -> str:
@@ -12,17 +30,22 @@ def source_key(source: str) -> str:
     return source.strip().casefold()
 
 
-@lru_cache(maxsize=1 << 16)  # a name is turned into its id several times a document
+@lru_cache(maxsize=_IDS_KEPT)
 def incident_uuid(incident_id: str) -> UUID:
-    return uuid5(_NAMESPACE, f"incident{_SEP}{incident_id}")
+    return _uuid5(f"incident{_SEP}{incident_id}")
 
 
-@lru_cache(maxsize=1 << 16)  # a name is turned into its id several times a document
+@lru_cache(maxsize=_IDS_KEPT)
 def claim_uuid(incident_id: str, source: str, measure: str, group: str) -> UUID:
-    key = _SEP.join(("claim", incident_id, source_key(source), measure, group))
-    return uuid5(_NAMESPACE, key)
+    return _uuid5(_SEP.join(("claim", incident_id, source_key(source), measure, group)))
 
 
-@lru_cache(maxsize=1 << 16)  # a name is turned into its id several times a document
+@lru_cache(maxsize=_IDS_KEPT)
 def document_uuid(key: str) -> UUID:
-    return uuid5(_NAMESPACE, f"document{_SEP}{key}")
+    return _uuid5(f"document{_SEP}{key}")
+
+
+def forget() -> None:
+    """Drops the ids kept (bulk ingest does when it is done with them)."""
+    for derive in (incident_uuid, claim_uuid, document_uuid):
+        derive.cache_clear()

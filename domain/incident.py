@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from pydantic import field_validator
@@ -66,8 +65,7 @@ class IncidentMerged(DomainEvent):
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Incident:
+class Incident(NamedTuple):  # a named tuple, as a claim's state is
     id: UUID
     aggregate_version: int
     incident_id: str
@@ -136,7 +134,7 @@ def evolve(incident: Incident | None, event: DomainEvent) -> Incident:
         return Incident(event.originator_id, event.originator_version, event.incident_id, event.fields)
     assert incident is not None
     if isinstance(event, IncidentAmended):
-        return replace(incident, aggregate_version=event.originator_version, fields=incident.fields | event.fields)
+        return incident._replace(aggregate_version=event.originator_version, fields=incident.fields | event.fields)
     if isinstance(event, IncidentMerged):
-        return replace(incident, aggregate_version=event.originator_version, merged_into=event.into)
+        return incident._replace(aggregate_version=event.originator_version, merged_into=event.into)
     raise TypeError(f"not an incident event: {type(event).__name__}")
