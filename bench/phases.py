@@ -91,8 +91,7 @@ def ingest(db: str, path: str) -> dict:
 
 def writer(db: str, path: str) -> dict:
     """One of several concurrent writers: opens the store, says ``ready``, waits for a line on
-    stdin, then ingests its share (in the ingestor's batches: 1,000 documents or 20,000 events
-    a transaction)."""
+    stdin, then ingests its share (in the ingestor's batches)."""
     book = _book(db, editor=f"writer-{os.getpid()}")
     print("ready", flush=True)
     sys.stdin.readline()

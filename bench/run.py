@@ -534,7 +534,7 @@ def HOW(o: argparse.Namespace, pg_events: int) -> list[str]:
         "incidents (documents that name the same incident, or a report or merge naming several, stay together "
         "and in order), each share ingested by its own process into one fresh store, all released at once; "
         "events/s in all = events stored ÷ (last writer's end − first writer's start). The ingestor commits "
-        "1,000 documents (or 20,000 events) a transaction. The machine has "
+        f"{_ingest_batch()} a transaction. The machine has "
         f"{os.cpu_count()} cores, shared with the database server.",
         "**`tollbook --help`**: wall time of the installed `tollbook` script in a new process, after one untimed run.",
     ]
@@ -588,5 +588,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _ingest_batch() -> str:
+    """The ingestor's batch, as its defaults set it."""
+    import inspect
+
+    from commands.ingest import Ingestor
+
+    defaults = {name: p.default for name, p in inspect.signature(Ingestor).parameters.items()}
+    return f"{defaults['batch_documents']:,} documents (or {defaults['batch_events']:,} events)"
+
+
 if __name__ == "__main__":
     sys.exit(main())
+
