@@ -9,11 +9,9 @@ a bounded number of times before it is refused in one line.
 
 from __future__ import annotations
 
-import gc
 import random
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -24,6 +22,7 @@ from domain import ids
 from domain.errors import Rejected
 from domain.events import DomainEvent
 from tollbook.eventstore import Conflict, EventStore
+from tollbook.memory import without_cycle_collection
 
 _ABSENT = object()
 
@@ -85,7 +84,7 @@ class Ingestor:
         documents carry the line of the CSV row they came from); else they are numbered 1, 2, …"""
         result = result or IngestResult()
         parsed: list[_Decided] = []
-        with _without_cycle_collection():
+        with without_cycle_collection():
             for number, line in (lines if numbered else enumerate(lines, 1)):
                 if not isinstance(line, dict) and not line.strip():
                     continue
@@ -207,16 +206,3 @@ class Ingestor:
             else:
                 result.unchanged += 1
 
-
-@contextmanager
-def _without_cycle_collection() -> Iterator[None]:
-    """Ingest makes no reference cycles: reference counting frees all it drops. The cycle
-    collector would only walk the ever larger cache of aggregates again and again, which took
-    a third of a bulk ingest's time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -71,21 +71,25 @@ def source_figures(cursor: Any, measure: str, group: str, as_of: int, known_at: 
         sql += " AND " + _in("incident_id", incident_ids)
         params += incident_ids
     cursor.execute(sql, params)
-    chosen: dict[tuple[str, str], tuple] = {}  # (canonical incident, source key) -> current row
-    shown: dict[tuple[str, str], tuple[int, str]] = {}  # -> (claim position, source name)
+    # (canonical incident, source key) -> [first claim's position, its source name, current row]
+    found: dict[tuple[str, str], list] = {}
+    pooled_into = canonical.get
     for row in cursor:
-        incident_id, key, published_at, recorded, claim_position = row[0], row[1], row[6], row[7], row[9]
-        pooled = (canonical.get(incident_id, incident_id), key)
-        name = shown.get(pooled)
-        if name is None or claim_position < name[0]:
-            shown[pooled] = (claim_position, row[8])
+        incident_id, key, _, _, _, _, published_at, recorded, source, claim_position = row
+        pooled = (pooled_into(incident_id, incident_id), key)
+        state = found.get(pooled)
+        if state is None:
+            found[pooled] = [claim_position, source, row if published_at <= known_at else None]
+            continue
+        if claim_position < state[0]:
+            state[0], state[1] = claim_position, source
         if published_at <= known_at:
             # domain.tally.current's rule, row by row: latest published, then last recorded.
-            best = chosen.get(pooled)
+            best = state[2]
             if best is None or (published_at, recorded) > (best[6], best[7]):
-                chosen[pooled] = row
-    return [SourceFigure(pooled[0], shown[pooled][1], Candidate(*row[2:8]))
-            for pooled, row in chosen.items() if row[2] == "reported"]
+                state[2] = row
+    return [SourceFigure(pooled[0], source, Candidate(*row[2:8]))
+            for pooled, (_, source, row) in found.items() if row is not None and row[2] == "reported"]
 
 
 def incident_fields(cursor: Any, as_of: int, incident_ids: list[str] | None) -> dict[str, dict[str, Any]]:

@@ -21,6 +21,7 @@ from domain.time import parse_instant, to_micros
 from projections import queries
 from projections.projector import Projector
 from tollbook.eventstore import EventStore, open_store
+from tollbook.memory import no_cycle_collection
 
 if TYPE_CHECKING:
     from commands.importers.common import ImportSummary
@@ -117,9 +118,11 @@ class Tollbook:
 
     # -- read side -----------------------------------------------------------------------
 
+    @no_cycle_collection
     def refresh(self) -> int:
         return self.projector.catch_up()
 
+    @no_cycle_collection
     def tally(self, *, measure: str = "killed", group: str = "all", by: str = "incident",
               incident: str | None = None, as_of: Any = None, known_at: Any = None,
               policy: str = "conservative") -> dict[str, Any]:
@@ -133,6 +136,7 @@ class Tollbook:
                                  as_of=instant(as_of, "--as-of"), known_at=instant(known_at, "--known-at"),
                                  policy=policy)
 
+    @no_cycle_collection
     def history(self, *, incident: str | None = None, source: str | None = None, measure: str | None = None,
                 group: str | None = None, as_of: Any = None, known_at: Any = None) -> dict[str, Any]:
         self.refresh()
@@ -140,6 +144,7 @@ class Tollbook:
             return queries.history(cursor, incident=incident, source=source, measure=measure, group=group,
                                    as_of=instant(as_of, "--as-of"), known_at=instant(known_at, "--known-at"))
 
+    @no_cycle_collection
     def diff(self, start: Any, end: Any, *, known_at: Any = None, measure: str = "killed", group: str = "all",
              policy: str = "conservative") -> dict[str, Any]:
         if policy not in POLICIES:
@@ -152,6 +157,7 @@ class Tollbook:
             return queries.diff(cursor, start=start_at, end=end_at, known_at=instant(known_at, "--known-at"),
                                 measure=measure, group=group, policy=policy)
 
+    @no_cycle_collection
     def rebuild(self) -> int:
         """Drops every projection and rebuilds it from the event log; returns the events read."""
         return self.projector.rebuild()

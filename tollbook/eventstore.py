@@ -219,6 +219,7 @@ class EventStore:
         with self.recorder.datastore.get_connection(commit=write) as connection:
             cursor = connection.cursor()
             raw = cursor.sqlite_cursor
+            raw.row_factory = None  # plain tuples: the recorder's sqlite3.Row costs several times more a row
             try:
                 if write:
                     raw.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
