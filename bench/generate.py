@@ -941,6 +941,25 @@ def check(docs: Iterable[dict], *, counts: dict | None = None, strict: bool = Tr
             bad(n, f"{where}: outside 2019..2023: {v}")
         return True
 
+    def incident_entry(n: int, inc: Any, where: str) -> str | None:
+        """An incident entry (in a report's ``incidents`` or an incident document): its id,
+        or None when it names none."""
+        iid = inc.get("incident_id") if isinstance(inc, dict) else None
+        if not isinstance(iid, str) or not iid:
+            bad(n, f"{where}incident_id: required")
+            return None
+        if strict and incidents.get(iid) is not None:
+            bad(n, f"{where}amends {iid!r}, which was merged into {incidents[iid]!r}")
+        for f in ("occurred_from", "occurred_to"):
+            if f in inc and not (isinstance(inc[f], str) and _DATE.fullmatch(inc[f])):
+                bad(n, f"{where}{f}: not a date")
+        if iid not in incidents:
+            incidents[iid] = None
+            c["incidents"] += 1
+        c["incident_entries"] += 1
+        c["events"] += 1
+        return iid
+
     def key_of(n: int, d: dict, where: str) -> tuple | None:
         for f in ("incident_id", "source", "measure"):
             if not isinstance(d.get(f), str) or not d[f].strip():
@@ -986,21 +1005,9 @@ def check(docs: Iterable[dict], *, counts: dict | None = None, strict: bool = Tr
             rpub = doc.get("published_at")
             defined_here: list[str] = []
             for i, inc in enumerate(doc.get("incidents") or [], 1):
-                iid = inc.get("incident_id") if isinstance(inc, dict) else None
-                if not isinstance(iid, str) or not iid:
-                    bad(n, f"incident {i}: incident_id: required")
-                    continue
-                if strict and incidents.get(iid) is not None:
-                    bad(n, f"incident {i}: amends {iid!r}, which was merged into {incidents[iid]!r}")
-                for f in ("occurred_from", "occurred_to"):
-                    if f in inc and not (isinstance(inc[f], str) and _DATE.fullmatch(inc[f])):
-                        bad(n, f"incident {i}: {f}: not a date")
-                if iid not in incidents:
-                    incidents[iid] = None
-                    c["incidents"] += 1
-                c["incident_entries"] += 1
-                c["events"] += 1
-                defined_here.append(iid)
+                iid = incident_entry(n, inc, f"incident {i}: ")
+                if iid is not None:
+                    defined_here.append(iid)
             cl = doc.get("claims")
             if not isinstance(cl, list) or not 1 <= len(cl) <= (5 if strict else 10**9):
                 bad(n, f"claims: expected 1-5 claims, got {len(cl) if isinstance(cl, list) else cl!r}")
@@ -1047,17 +1054,8 @@ def check(docs: Iterable[dict], *, counts: dict | None = None, strict: bool = Tr
                     else:
                         maxpub[key] = pub
         elif kind == "incident":
-            iid = doc.get("incident_id")
-            if not isinstance(iid, str) or not iid:
-                bad(n, "incident_id: required")
+            if incident_entry(n, doc, "") is None:
                 continue
-            if strict and incidents.get(iid) is not None:
-                bad(n, f"amends {iid!r}, which was merged into {incidents[iid]!r}")
-            if iid not in incidents:
-                incidents[iid] = None
-                c["incidents"] += 1
-            c["incident_entries"] += 1
-            c["events"] += 1
         elif kind in ("correction", "retraction"):
             key = key_of(n, doc, "")
             if key is None:

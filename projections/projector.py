@@ -87,15 +87,14 @@ class Incidents(Projection):
     def _fields(self, cursor: Any, position: int, event: Event) -> None:
         key = (event["incident_id"],)
         current = self.states.current(cursor, key)
-        fields = (orjson.loads(current["fields"]) if current else {}) | event["fields"]
+        fields = (orjson.loads(current[self.states.index["fields"]]) if current else {}) | event["fields"]
         occurred = fields.get("occurred_from")
-        self.states.replace(cursor, key, {
-            "incident_id": event["incident_id"], "position": position, "recorded_at": event["timestamp"],
-            "fields": orjson.dumps(fields).decode(), "country": fields.get("country"),
-            "admin1": fields.get("admin1"), "admin2": fields.get("admin2"),
-            "perpetrator": fields.get("perpetrator"),
-            "occurred_day": normalize_day(occurred) if occurred else None,
-        }, known_new=current is None)
+        self.states.replace(key, self.states.row(
+            incident_id=event["incident_id"], position=position, recorded_at=event["timestamp"],
+            fields=orjson.dumps(fields).decode(), country=fields.get("country"), admin1=fields.get("admin1"),
+            admin2=fields.get("admin2"), perpetrator=fields.get("perpetrator"),
+            occurred_day=normalize_day(occurred) if occurred else None,
+        ), known_new=current is None)
 
     def _merged(self, cursor: Any, position: int, event: Event) -> None:
         # Everything that counted under the merged-away incident now counts where it went.
@@ -105,9 +104,8 @@ class Incidents(Projection):
             "SELECT incident_id FROM tb_canonical WHERE canonical_id = ? AND to_recorded_at IS NULL", (merged,)
         )
         for (incident_id,) in [*cursor.fetchall(), (merged,)]:
-            self.canonical.replace(cursor, (incident_id,), {
-                "incident_id": incident_id, "position": position, "recorded_at": at, "canonical_id": into,
-            })
+            self.canonical.replace((incident_id,), self.canonical.row(
+                incident_id=incident_id, position=position, recorded_at=at, canonical_id=into))
         self.merges.append((position, merged, into, at, event.get("reason"), event["recorded_by"]))
 
     def flush(self, cursor: Any) -> None:
@@ -122,7 +120,8 @@ class Incidents(Projection):
 
 class Claims(Projection):
     """Every claim event as one row: its history entry and its version's figures over
-    recorded time (see :data:`projections.schema.CLAIMS`)."""
+    recorded time (see :data:`projections.schema.CLAIMS`), a timeline keyed by claim and
+    version."""
 
     name = "claims.v2"
     tables = schema.CLAIMS
@@ -132,16 +131,13 @@ class Claims(Projection):
     COLUMNS = ("position", "claim_id", "claim_position", "incident_id", "source", "source_key", "measure", "grp",
                "kind", "version", "version_kind", "version_position", "low", "high", "best", "qualifier",
                "published_at", "recorded_at", "to_recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
-    _AT = {name: index for index, name in enumerate(COLUMNS)}
     _CLAIM = COLUMNS[1:8]  # what every row repeats of its claim
     _FIXABLE = ("low", "high", "best", "qualifier")
     CACHE = 300_000  # claims kept in memory between batches
 
     def __init__(self) -> None:
+        self.entries = Timeline("tb_entries", ("claim_id", "version"), self.COLUMNS)
         self.claims: dict[str, tuple] = {}  # claim_id -> the row's claim columns
-        self.rows: list[list] = []  # this batch's rows, in log order
-        self.current: dict[tuple[str, int], list] = {}  # (claim_id, version) -> its row in this batch
-        self.closes: list[tuple[int, str, int]] = []  # (to_recorded_at, claim_id, version) of stored rows
         self.handlers = {
             CLAIM_REPORTED: self._reported,
             CLAIM_RETRACTED: self._retracted,
@@ -156,9 +152,8 @@ class Claims(Projection):
             claim = self.claims[claim_id] = tuple(cursor.fetchone())
         return claim
 
-    def _add(self, row: list) -> None:
-        self.current[(row[1], row[9])] = row
-        self.rows.append(row)
+    def _new_version(self, row: list) -> None:
+        self.entries.replace((row[1], row[9]), row, known_new=True)
 
     def _reported(self, cursor: Any, position: int, event: Event) -> None:
         claim_id, version, get = event["originator_id"], event["version"], event.get
@@ -167,48 +162,32 @@ class Claims(Projection):
                                              source_key(event["source"]), event["measure"], event["group"])
         else:
             claim = self._claim(cursor, claim_id)
-        self._add([position, *claim, "reported", version, "reported", position, get("low"), get("high"),
-                   get("best"), get("qualifier"), _micros(event["published_at"]), event["timestamp"], None,
-                   event["report_id"], None, event["recorded_by"], get("quote"), get("note")])
+        self._new_version([position, *claim, "reported", version, "reported", position, get("low"), get("high"),
+                           get("best"), get("qualifier"), _micros(event["published_at"]), event["timestamp"], None,
+                           event["report_id"], None, event["recorded_by"], get("quote"), get("note")])
 
     def _retracted(self, cursor: Any, position: int, event: Event) -> None:
         claim = self._claim(cursor, event["originator_id"])
-        self._add([position, *claim, "retracted", event["version"], "retracted", position, None, None, None, None,
-                   _micros(event["published_at"]), event["timestamp"], None, None, event["reason"],
-                   event["recorded_by"], None, None])
+        self._new_version([position, *claim, "retracted", event["version"], "retracted", position, None, None, None,
+                           None, _micros(event["published_at"]), event["timestamp"], None, None, event["reason"],
+                           event["recorded_by"], None, None])
 
     def _corrected(self, cursor: Any, position: int, event: Event) -> None:
-        at, key = self._AT, (event["originator_id"], event["version"])
-        previous = self.current.get(key)
-        if previous is None:
-            cursor.execute(f"SELECT {', '.join(self.COLUMNS)} FROM tb_entries"
-                           " WHERE claim_id = ? AND version = ? AND to_recorded_at IS NULL", key)
-            previous = list(cursor.fetchone())
-            self.closes.append((event["timestamp"], *key))
-        else:
-            previous[at["to_recorded_at"]] = event["timestamp"]
-        row = previous.copy()
+        at, key = self.entries.index, (event["originator_id"], event["version"])
+        row = self.entries.current(cursor, key).copy()
         for name in self._FIXABLE:
             if name in event:
                 row[at[name]] = event[name]
         if "published_at" in event:
             row[at["published_at"]] = _micros(event["published_at"])
         for name, value in (("position", position), ("kind", "corrected"), ("recorded_at", event["timestamp"]),
-                            ("to_recorded_at", None), ("report_id", None), ("reason", event["reason"]),
-                            ("recorded_by", event["recorded_by"]), ("quote", None), ("note", None)):
+                            ("report_id", None), ("reason", event["reason"]), ("recorded_by", event["recorded_by"]),
+                            ("quote", None), ("note", None)):
             row[at[name]] = value
-        self._add(row)
+        self.entries.replace(key, row)
 
     def flush(self, cursor: Any) -> None:
-        if self.closes:  # before the inserts: only rows stored by earlier batches are closed here
-            cursor.executemany("UPDATE tb_entries SET to_recorded_at = ?"
-                               " WHERE claim_id = ? AND version = ? AND to_recorded_at IS NULL", self.closes)
-            self.closes.clear()
-        if self.rows:
-            cursor.executemany(f"INSERT INTO tb_entries ({', '.join(self.COLUMNS)})"
-                               f" VALUES ({', '.join('?' * len(self.COLUMNS))})", self.rows)
-            self.rows.clear()
-        self.current.clear()
+        self.entries.flush(cursor)
         if len(self.claims) > self.CACHE:
             self.claims.clear()
 

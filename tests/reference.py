@@ -90,6 +90,14 @@ class Version:
     reason: str | None = None
 
 
+def _entry(kind: str, v: Version, **own: str | None) -> dict:
+    """A history entry: the version's figures as they stand after it, and what the event itself
+    carries (report_id, reason, quote, note; None unless given)."""
+    return {"kind": kind, "version": v.number, "low": v.low, "high": v.high, "best": v.best,
+            "qualifier": v.qualifier, "published_at": fmt_ts(v.published_at),
+            "report_id": None, "reason": None, "quote": None, "note": None} | own
+
+
 @dataclass
 class Claim:
     incident_id: str  # as the claim was made under
@@ -169,21 +177,7 @@ def _replay(docs: list[dict]) -> State:
                     note=c.get("note"),
                 )
                 claim.versions.append(v)
-                claim.entries.append(
-                    {
-                        "kind": "reported",
-                        "version": v.number,
-                        "low": v.low,
-                        "high": v.high,
-                        "best": v.best,
-                        "qualifier": v.qualifier,
-                        "published_at": fmt_ts(v.published_at),
-                        "report_id": v.report_id,
-                        "reason": None,
-                        "quote": v.quote,
-                        "note": v.note,
-                    }
-                )
+                claim.entries.append(_entry("reported", v, report_id=v.report_id, quote=v.quote, note=v.note))
         elif kind == "incident":
             _amend_incident(state, doc)
         elif kind == "retraction":
@@ -197,21 +191,7 @@ def _replay(docs: list[dict]) -> State:
                 reason=doc.get("reason"),
             )
             claim.versions.append(v)
-            claim.entries.append(
-                {
-                    "kind": "retracted",
-                    "version": v.number,
-                    "low": None,
-                    "high": None,
-                    "best": None,
-                    "qualifier": None,
-                    "published_at": fmt_ts(v.published_at),
-                    "report_id": None,
-                    "reason": v.reason,
-                    "quote": None,
-                    "note": None,
-                }
-            )
+            claim.entries.append(_entry("retracted", v, reason=v.reason))
         elif kind == "correction":
             seq += 1
             claim = state.claims[_claim_key(doc)]
@@ -223,21 +203,7 @@ def _replay(docs: list[dict]) -> State:
                         setattr(v, name, doc[name])
             if "published_at" in doc:
                 v.published_at = parse_ts(doc["published_at"])
-            claim.entries.append(
-                {
-                    "kind": "corrected",
-                    "version": v.number,
-                    "low": v.low,
-                    "high": v.high,
-                    "best": v.best,
-                    "qualifier": v.qualifier,
-                    "published_at": fmt_ts(v.published_at),
-                    "report_id": None,
-                    "reason": doc.get("reason"),
-                    "quote": None,
-                    "note": None,
-                }
-            )
+            claim.entries.append(_entry("corrected", v, reason=doc.get("reason")))
         elif kind == "merge":
             state.merged_into[doc["incident_id"]] = doc["into"]
         else:
