@@ -41,12 +41,13 @@ class Timeline:
     def replace(self, key: tuple, row: list, *, known_new: bool = False) -> None:
         """Makes ``row`` the key's state from its ``recorded_at`` on; ``known_new``: the key has
         no stored row to close."""
-        at = row[self._recorded_at]
-        previous = self._open.get(key)
-        if previous is not None:
-            previous[self._to_recorded_at] = at
-        elif not known_new:
-            self._closes.append((at, *key))
+        if not known_new:
+            at = row[self._recorded_at]
+            previous = self._open.get(key)
+            if previous is not None:
+                previous[self._to_recorded_at] = at
+            else:
+                self._closes.append((at, *key))
         row[self._to_recorded_at] = None
         self._open[key] = row
         self._inserts.append(row)
