@@ -35,6 +35,21 @@ def counts(candidate: Candidate | None) -> bool:
     return candidate is not None and candidate.kind == "reported"
 
 
+def counting_spans(versions: dict[int, Candidate]) -> dict[int, int | None]:
+    """``current``'s rule laid out along the published clock, for the versions of one claim:
+    version -> the published instant at which a later version takes over from it (``None``:
+    none does). A version counts for every known-at from its own published_at up to that
+    instant. Left out: retractions (while one is current the claim counts nothing) and versions
+    that are never current (another is published at the same instant and recorded later)."""
+    ordered = sorted(versions.items(), key=lambda item: item[1].order)
+    spans = {}
+    for at, (version, candidate) in enumerate(ordered, 1):
+        until = ordered[at][1].published_at if at < len(ordered) else None
+        if counts(candidate) and until != candidate.published_at:
+            spans[version] = until
+    return spans
+
+
 Policy = Callable[[list[Candidate]], int]
 
 POLICIES: dict[str, tuple[str, Policy]] = {

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from domain.ids import source_key
+from domain.tally import Candidate, counting_spans
 from domain.time import format_instant, normalize_day, to_micros
 from projections import schema
 from projections.timeline import Timeline
@@ -118,12 +119,28 @@ class Incidents(Projection):
             self.merges.clear()
 
 
+class _Claim:
+    """What projecting a claim's next event needs: the columns every row repeats, and each
+    version's figures as they now stand (``last``: the version published last)."""
+
+    __slots__ = ("columns", "versions", "last")
+
+    def __init__(self, columns: tuple, versions: dict[int, Candidate]) -> None:
+        self.columns = columns
+        self.versions = versions
+        self.last = max(versions, key=lambda v: versions[v].order, default=None)
+
+    def spans(self) -> dict[int, tuple[Candidate, int | None]]:
+        """Its open rows of ``tb_counting``: version -> figures and next_published_at."""
+        return {version: (self.versions[version], until) for version, until in counting_spans(self.versions).items()}
+
+
 class Claims(Projection):
     """Every claim event as one row: its history entry and its version's figures over
     recorded time (see :data:`projections.schema.CLAIMS`), a timeline keyed by claim and
-    version."""
+    version; and when each version counts on both clocks (``tb_counting``)."""
 
-    name = "claims.v2"
+    name = "claims.v3"
     tables = schema.CLAIMS
     views = schema.CLAIM_VIEWS
     indexes = schema.CLAIM_INDEXES
@@ -132,47 +149,93 @@ class Claims(Projection):
                "kind", "version", "version_kind", "version_position", "low", "high", "best", "qualifier",
                "published_at", "recorded_at", "to_recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
     _CLAIM = COLUMNS[1:8]  # what every row repeats of its claim
+    _FIGURE = ("version_kind", "low", "high", "best", "published_at", "version_position")  # a Candidate
     _FIXABLE = ("low", "high", "best", "qualifier")
-    CACHE = 300_000  # claims kept in memory between batches
+    COUNTING = ("claim_position", "version", "incident_id", "source", "measure", "grp", "low", "high", "published_at",
+                "next_published_at", "recorded_at", "to_recorded_at")
+    CACHE = 200_000  # claims kept in memory between batches
 
     def __init__(self) -> None:
         self.entries = Timeline("tb_entries", ("claim_id", "version"), self.COLUMNS)
-        self.claims: dict[str, tuple] = {}  # claim_id -> the row's claim columns
+        self.counting = Timeline("tb_counting", ("claim_position", "version"), self.COUNTING)
+        self.claims: dict[str, _Claim] = {}
         self.handlers = {
             CLAIM_REPORTED: self._reported,
             CLAIM_RETRACTED: self._retracted,
             CLAIM_CORRECTED: self._corrected,
         }
 
-    def _claim(self, cursor: Any, claim_id: str) -> tuple:
+    def _claim(self, cursor: Any, claim_id: str) -> _Claim:
         claim = self.claims.get(claim_id)
         if claim is None:
-            cursor.execute(f"SELECT {', '.join(self._CLAIM)} FROM tb_entries WHERE claim_id = ?"
-                           " ORDER BY position LIMIT 1", (claim_id,))
-            claim = self.claims[claim_id] = tuple(cursor.fetchone())
+            cursor.execute(f"SELECT {', '.join(self._CLAIM + ('version',) + self._FIGURE)} FROM tb_entries"
+                           " WHERE claim_id = ? AND to_recorded_at IS NULL", (claim_id,))
+            rows = cursor.fetchall()
+            claim = self.claims[claim_id] = _Claim(tuple(rows[0][:7]), {row[7]: Candidate(*row[8:]) for row in rows})
         return claim
 
-    def _new_version(self, row: list) -> None:
+    def _version(self, claim: _Claim, version: int, figure: Candidate, at: int) -> None:
+        """Sets a version's figures and re-lays the claim's counting rows from ``at`` on;
+        only the rows that changed are closed and opened."""
+        versions, last = claim.versions, claim.last
+        if version not in versions and (last is None or figure.order > versions[last].order):
+            # The usual case, a version newer than any: it counts from its published_at on, and
+            # the one before it (if it counted) stops there.
+            claim.last = version
+            versions[version] = figure
+            if last is not None and versions[last].kind == "reported":
+                before = versions[last]
+                if before.published_at == figure.published_at:
+                    self.counting.end((claim.columns[1], last), at)
+                else:
+                    self._count(claim, last, before, figure.published_at, at, known_new=False)
+            if figure.kind == "reported":
+                self._count(claim, version, figure, None, at, known_new=True)
+            return
+        before_spans = claim.spans()
+        versions[version] = figure
+        claim.last = max(versions, key=lambda v: versions[v].order)
+        spans = claim.spans()
+        for changed in before_spans.keys() | spans.keys():
+            now = spans.get(changed)
+            if now == before_spans.get(changed):
+                continue
+            if now is None:
+                self.counting.end((claim.columns[1], changed), at)
+            else:
+                self._count(claim, changed, *now, at, known_new=changed not in before_spans)
+
+    def _count(self, claim: _Claim, version: int, figure: Candidate, until: int | None, at: int, *,
+               known_new: bool) -> None:
+        _, claim_position, incident_id, source, _, measure, group = claim.columns
+        self.counting.replace((claim_position, version), [
+            claim_position, version, incident_id, source, measure, group, figure.low, figure.high, figure.published_at,
+            until, at, None], known_new=known_new)
+
+    def _new_version(self, claim: _Claim, row: list) -> None:
         self.entries.replace((row[1], row[9]), row, known_new=True)
+        self._version(claim, row[9], Candidate(row[10], *row[12:15], row[16], row[11]), row[17])
 
     def _reported(self, cursor: Any, position: int, event: Event) -> None:
         claim_id, version, get = event["originator_id"], event["version"], event.get
         if version == 1:
-            claim = self.claims[claim_id] = (claim_id, position, event["incident_id"], event["source"],
-                                             source_key(event["source"]), event["measure"], event["group"])
+            claim = self.claims[claim_id] = _Claim((claim_id, position, event["incident_id"], event["source"],
+                                                    source_key(event["source"]), event["measure"], event["group"]), {})
         else:
             claim = self._claim(cursor, claim_id)
-        self._new_version([position, *claim, "reported", version, "reported", position, get("low"), get("high"),
-                           get("best"), get("qualifier"), _micros(event["published_at"]), event["timestamp"], None,
-                           event["report_id"], None, event["recorded_by"], get("quote"), get("note")])
+        self._new_version(claim, [position, *claim.columns, "reported", version, "reported", position, get("low"),
+                                  get("high"), get("best"), get("qualifier"), _micros(event["published_at"]),
+                                  event["timestamp"], None, event["report_id"], None, event["recorded_by"],
+                                  get("quote"), get("note")])
 
     def _retracted(self, cursor: Any, position: int, event: Event) -> None:
         claim = self._claim(cursor, event["originator_id"])
-        self._new_version([position, *claim, "retracted", event["version"], "retracted", position, None, None, None,
-                           None, _micros(event["published_at"]), event["timestamp"], None, None, event["reason"],
-                           event["recorded_by"], None, None])
+        self._new_version(claim, [position, *claim.columns, "retracted", event["version"], "retracted", position, None,
+                                  None, None, None, _micros(event["published_at"]), event["timestamp"], None, None,
+                                  event["reason"], event["recorded_by"], None, None])
 
     def _corrected(self, cursor: Any, position: int, event: Event) -> None:
+        claim = self._claim(cursor, event["originator_id"])
         at, key = self.entries.index, (event["originator_id"], event["version"])
         row = self.entries.current(cursor, key).copy()
         for name in self._FIXABLE:
@@ -185,9 +248,12 @@ class Claims(Projection):
                             ("quote", None), ("note", None)):
             row[at[name]] = value
         self.entries.replace(key, row)
+        self._version(claim, event["version"], Candidate(*(row[at[name]] for name in self._FIGURE)),
+                      event["timestamp"])
 
     def flush(self, cursor: Any) -> None:
         self.entries.flush(cursor)
+        self.counting.flush(cursor)
         if len(self.claims) > self.CACHE:
             self.claims.clear()
 

@@ -8,6 +8,7 @@ themselves live in :mod:`domain.tally`.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,16 +93,15 @@ def source_figures(cursor: Any, measure: str, group: str, as_of: int, known_at: 
             for pooled, (_, source, row) in found.items() if row is not None and row[2] == "reported"]
 
 
-def incident_fields(cursor: Any, as_of: int, incident_ids: list[str] | None) -> dict[str, dict[str, Any]]:
-    sql = (f"SELECT incident_id, country, admin1, admin2, perpetrator, occurred_day FROM tb_incidents"
-           f" WHERE {_VALID}")
+def incident_field(cursor: Any, column: str, as_of: int, incident_ids: list[str] | None) -> dict[str, Any]:
+    """Incident -> one of its fields (a column of tb_incidents) as it stood at ``as_of``."""
+    sql = f"SELECT incident_id, {column} FROM tb_incidents WHERE {_VALID}"
     params: list[Any] = [as_of, as_of]
     if incident_ids is not None:
         sql += " AND " + _in("incident_id", incident_ids)
         params += incident_ids
     cursor.execute(sql, params)
-    names = ("country", "admin1", "admin2", "perpetrator", "occurred_day")
-    return {row[0]: dict(zip(names, row[1:], strict=True)) for row in cursor.fetchall()}
+    return dict(cursor.fetchall())
 
 
 def _sort_key(row: dict[str, Any]) -> tuple:
@@ -110,8 +110,12 @@ def _sort_key(row: dict[str, Any]) -> tuple:
 
 
 def _row(key: Any, low: int, high: int, best: int, incidents: int, sources: set[str]) -> dict[str, Any]:
-    return {"key": key, "low": low, "high": high, "best": best, "incidents": incidents,
-            "sources": sorted(sources, key=lambda s: (s.casefold(), s))}
+    # ``sources`` stays a set until the answer is built (_sorted_sources)
+    return {"key": key, "low": low, "high": high, "best": best, "incidents": incidents, "sources": sources}
+
+
+def _sorted_sources(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row | {"sources": sorted(row["sources"], key=lambda s: (s.casefold(), s))} for row in rows]
 
 
 def incident_rows(figures: list[SourceFigure], policy: str) -> dict[str, dict[str, Any]]:
@@ -125,19 +129,63 @@ def incident_rows(figures: list[SourceFigure], policy: str) -> dict[str, dict[st
     return rows
 
 
+# The policies whose best is the incident's low or high: the database can tally them.
+_BEST_IN_SQL = {"conservative": 1, "highest": 2}  # which of (incident, low, high)
+_SEP = "\x1f"
+
+
+def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
+    """The incidents that merges pool together, in lists of about ``size`` ids, each pool whole."""
+    members: dict[str, list[str]] = defaultdict(list)
+    for merged, target in canonical.items():
+        members[target].append(merged)
+    chunk: list[str] = []
+    for target, merged in members.items():
+        chunk += [target, *merged]
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def counted_incidents(cursor: Any, measure: str, group: str, as_of: int, known_at: int,
+                      canonical: dict[str, str], policy: str) -> dict[str, dict[str, Any]]:
+    """Every incident's tally row at the point, for a policy in ``_BEST_IN_SQL``: the same rows
+    as ``incident_rows(source_figures(...))``, but the database picks each claim's counting
+    version (tb_counting) and combines them per incident. Incidents that merges pool together
+    (where one source may have several claims) go the row-by-row way."""
+    concat = "string_agg(source, chr(31))" if getattr(cursor, "postgres", False) else "group_concat(source, char(31))"
+    cursor.execute(
+        f"SELECT incident_id, min(low), max(high), {concat} FROM tb_counting WHERE measure = ? AND grp = ?"
+        f" AND {_VALID} AND published_at <= ? AND (next_published_at IS NULL OR next_published_at > ?)"
+        " GROUP BY incident_id", (measure, group, as_of, as_of, known_at, known_at))
+    pooled = canonical.keys() | canonical.values()
+    best = _BEST_IN_SQL[policy]
+    rows = {row[0]: _row(row[0], row[1], row[2], row[best], 1, set(row[3].split(_SEP)))
+            for row in cursor if row[0] not in pooled}
+    for incident_ids in _pools(canonical):
+        rows |= incident_rows(source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical), policy)
+    return rows
+
+
 def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str = "incident",
           incident: str | None = None, as_of: int | None = None, known_at: int | None = None,
           policy: str = "conservative") -> dict[str, Any]:
     point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
     canonical, pooled = pooled_at(cursor, incident, point_r)
-    figures = source_figures(cursor, measure, group, point_r, point_v, pooled, canonical)
-    per_incident = incident_rows(figures, policy)
+    if pooled is None and by != "source" and policy in _BEST_IN_SQL:
+        per_incident = counted_incidents(cursor, measure, group, point_r, point_v, canonical, policy)
+    else:
+        figures = source_figures(cursor, measure, group, point_r, point_v, pooled, canonical)
+        per_incident = incident_rows(figures, policy)
     if by == "incident":
         rows = list(per_incident.values())
     elif by == "source":
         rows = _by_source(figures, policy)
     else:
         rows = _by_field(cursor, per_incident, by, point_r)
+    rows = _sorted_sources(rows)
     rows.sort(key=_sort_key)
     return {
         "measure": measure, "group": group, "by": by, "policy": policy,
@@ -166,17 +214,22 @@ def _by_source(figures: list[SourceFigure], policy: str) -> list[dict[str, Any]]
 
 
 def _by_field(cursor: Any, per_incident: dict[str, dict[str, Any]], by: str, as_of: int) -> list[dict[str, Any]]:
-    fields = incident_fields(cursor, as_of, list(per_incident) if len(per_incident) < 500 else None)
+    fields = incident_field(cursor, _FIELD_OF[by], as_of, list(per_incident) if len(per_incident) < 500 else None)
+    cut = _CUT.get(by)
     groups: dict[Any, dict[str, Any]] = {}
     for incident_id, row in per_incident.items():
-        value = fields.get(incident_id, {}).get(_FIELD_OF[by])
-        if value is not None and by in _CUT:
-            value = value[: _CUT[by]]
-        group = groups.setdefault(value, _row(value, 0, 0, 0, 0, set()) | {"sources": set()})
-        for name in ("low", "high", "best", "incidents"):
-            group[name] += row[name]
-        group["sources"].update(row["sources"])
-    return [g | {"sources": sorted(g["sources"], key=lambda s: (s.casefold(), s))} for g in groups.values()]
+        value = fields.get(incident_id)
+        if value is not None and cut:
+            value = value[:cut]
+        group = groups.get(value)
+        if group is None:
+            group = groups[value] = _row(value, 0, 0, 0, 0, set())
+        group["low"] += row["low"]
+        group["high"] += row["high"]
+        group["best"] += row["best"]
+        group["incidents"] += 1
+        group["sources"] |= row["sources"]
+    return list(groups.values())
 
 
 # -- history ------------------------------------------------------------------------------

@@ -52,6 +52,17 @@ CLAIMS = {
             low BIGINT, high BIGINT, best BIGINT, qualifier TEXT, published_at BIGINT NOT NULL,
             recorded_at BIGINT NOT NULL, to_recorded_at BIGINT,
             report_id TEXT, reason TEXT, recorded_by TEXT NOT NULL, quote TEXT, note TEXT)""",
+    # When each version of a claim counts, on both clocks: from ``recorded_at`` until
+    # ``to_recorded_at``, for every known-at from ``published_at`` until ``next_published_at``
+    # (NULL: on). At any point at most one row of a claim matches, so a tally over many
+    # incidents is a filtered scan that the database aggregates, not a choice made row by row
+    # in Python (domain.tally.counting_spans).
+    "tb_counting": """
+        CREATE TABLE IF NOT EXISTS tb_counting (
+            claim_position BIGINT NOT NULL, version INTEGER NOT NULL, incident_id TEXT NOT NULL, source TEXT NOT NULL,
+            measure TEXT NOT NULL, grp TEXT NOT NULL, low BIGINT NOT NULL, high BIGINT NOT NULL,
+            published_at BIGINT NOT NULL, next_published_at BIGINT,
+            recorded_at BIGINT NOT NULL, to_recorded_at BIGINT)""",
 }
 CLAIM_VIEWS = {
     # Each claim, as its first event recorded it.
@@ -70,12 +81,17 @@ CLAIM_VIEWS = {
 # Needed while projecting (a correction finds the row it replaces; a retraction its claim).
 CLAIM_INDEXES = [
     "CREATE INDEX IF NOT EXISTS tb_entries_claim ON tb_entries (claim_id, position)",
+    # By the claim's first position, not its id: new claims append at the index's end.
+    "CREATE INDEX IF NOT EXISTS tb_counting_claim ON tb_counting (claim_position, version)",
 ]
 # Needed only by queries: a rebuild creates them once at the end, which is faster than
 # keeping them sorted row by row.
 CLAIM_QUERY_INDEXES = [
     "CREATE INDEX IF NOT EXISTS tb_entries_incident ON tb_entries (incident_id, measure, grp, recorded_at)",
     "CREATE INDEX IF NOT EXISTS tb_entries_point ON tb_entries (measure, grp, recorded_at)",
+    # Covers the many-incident tally: a scan in incident order that reads no table row.
+    "CREATE INDEX IF NOT EXISTS tb_counting_incident ON tb_counting (measure, grp, incident_id, recorded_at,"
+    " to_recorded_at, published_at, next_published_at, low, high, source)",
 ]
 # Tables of earlier versions of the projections, dropped when they are rebuilt.
 OBSOLETE_TABLES = ["tb_figures", "tb_claims"]

@@ -52,6 +52,14 @@ class Timeline:
         self._open[key] = row
         self._inserts.append(row)
 
+    def end(self, key: tuple, at: int) -> None:
+        """The key has no state from ``at`` on: its current row is closed, none is opened."""
+        previous = self._open.pop(key, None)
+        if previous is not None:
+            previous[self._to_recorded_at] = at
+        else:
+            self._closes.append((at, *key))
+
     def flush(self, cursor: Any) -> None:
         if self._closes:  # before the inserts: only rows stored by earlier batches are closed here
             cursor.executemany(self._close, self._closes)

@@ -218,6 +218,12 @@ def test_late_arriving_version_and_ties(one_incident):
     book.ingest([report("r3", "2024-01-03", claim("a", "S", 7))])
     assert book.history(incident="a")["claims"][0]["current"]["version"] == 3
     assert rows(book.tally()) == {"a": (7, 7, 7, 1)}
+    # Older news again, published with r2 and recorded after it: it takes r2's place.
+    book.ingest([report("r4", "2024-01-02", claim("a", "S", 5))])
+    for policy in ("conservative", "highest", "latest"):
+        assert rows(book.tally(known_at="2024-01-02T12:00:00Z", policy=policy)) == {"a": (5, 5, 5, 1)}
+        assert rows(book.tally(known_at="2024-01-02T12:00:00Z", policy=policy, by="admin1")) == {"North": (5, 5, 5, 1)}
+        assert rows(book.tally(policy=policy)) == {"a": (7, 7, 7, 1)}
 
 
 def test_retraction_until_a_later_version(one_incident):

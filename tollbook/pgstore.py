@@ -130,6 +130,8 @@ class QmarkCursor:
     """A psycopg cursor (tuple rows) that takes the same SQL as the SQLite cursor: every
     projection and query is written once, with ``?`` placeholders."""
 
+    postgres = True  # for the rare query whose SQL differs (projections.queries)
+
     def __init__(self, raw: psycopg.Cursor):
         self.raw = raw
 
