@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from reference import Reference
 from strategies import documents, history_args, tally_args
 
+from domain.tally import Candidate, counting_spans, counts, current
 from domain.time import format_instant, from_micros
 from tollbook.api import Tollbook
 
@@ -44,6 +45,19 @@ def _fed(folder: str, name: str, docs: list[dict]) -> tuple[Tollbook, list[int |
         stamps.append(result.last_recorded_at)
         book.refresh()  # projections advance step by step, as they do for a user
     return book, stamps
+
+
+@given(versions=st.lists(st.tuples(st.sampled_from(["reported", "retracted"]), st.integers(0, 5)), max_size=6),
+       known_at=st.integers(-1, 6))
+def test_counting_spans_lay_out_the_current_version_along_the_published_clock(versions, known_at):
+    """At every known-at, exactly the current version counts (if it is a report), and no other."""
+    candidates = {version: Candidate(kind, *((1, 1, None) if kind == "reported" else (None, None, None)),
+                                     published_at, recorded=version)
+                  for version, (kind, published_at) in enumerate(versions, 1)}
+    counting = [version for version, until in counting_spans(candidates).items()
+                if candidates[version].published_at <= known_at and (until is None or known_at < until)]
+    chosen = current(c for c in candidates.values() if c.published_at <= known_at)
+    assert counting == ([chosen.recorded] if counts(chosen) else [])
 
 
 @SETTINGS
