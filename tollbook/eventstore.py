@@ -72,9 +72,6 @@ class FastSQLiteRecorder(SQLiteProcessRecorder):
     rowids, so the notification ids are in commit order without a round trip per event."""
 
     def _insert_events(self, c, stored_events, **kwargs):  # type: ignore[override]
-        # Events land all over the primary key's index (ids are random): in SQLite's default
-        # 2 MB page cache a big batch evicts index pages and writes them to the WAL again.
-        c.execute("PRAGMA cache_size = -65536")  # KiB
         c.executemany(
             self.insert_events_statement,
             [(s.originator_id.hex, s.originator_version, s.topic, s.state) for s in stored_events],
@@ -223,6 +220,9 @@ class EventStore:
             try:
                 if write:
                     raw.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
+                    # Writes land all over the indexes (ids are random): in SQLite's default 2 MB
+                    # page cache a big batch evicts index pages and writes them again.
+                    raw.execute("PRAGMA cache_size = -65536")  # KiB
                 raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 yield raw
             except BaseException:
