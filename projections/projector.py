@@ -279,6 +279,7 @@ class Projector:
         self.tracking = getattr(store, "tracking_table", "tracking")
         self.projections = all_projections()
         self.topics = {topic for projection in self.projections for topic in projection.handlers}
+        self._left: dict[str, int] | None = None  # each projection's position after this projector's last batch
         with store.transaction() as cursor:
             store.lock(cursor, self.LOCK)
             for projection in self.projections:
@@ -356,11 +357,17 @@ class Projector:
         with self.store.transaction(durable=False) as cursor:
             self.store.lock(cursor, self.LOCK)
             positions = {p.name: self._position(cursor, p) or 0 for p in self.projections}
+            if positions != self._left:
+                # Another process projected (or rebuilt) since this one's last batch: what the
+                # projections keep in memory between batches (claims' versions) may be stale.
+                self.projections = all_projections()
+            self._left = positions
             start = min(positions.values())
             notifications = self.store.read_log(cursor, start, self.batch)
             if not notifications:
                 return 0, start
             last = notifications[-1][0]
+            self._left = {name: max(position, last) for name, position in positions.items()}
             # Only the events some projection reads are decoded (not the document receipts).
             decoded = [(position, topic, orjson.loads(state)) for position, topic, state in notifications
                        if topic in self.topics]

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from domain.tally import POLICIES, Candidate, combine, counts
 from domain.time import format_instant
 
@@ -131,7 +133,6 @@ def incident_rows(figures: list[SourceFigure], policy: str) -> dict[str, dict[st
 
 # The policies whose best is the incident's low or high: the database can tally them.
 _BEST_IN_SQL = {"conservative": 1, "highest": 2}  # which of (incident, low, high)
-_SEP = "\x1f"
 
 
 def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
@@ -155,14 +156,15 @@ def counted_incidents(cursor: Any, measure: str, group: str, as_of: int, known_a
     as ``incident_rows(source_figures(...))``, but the database picks each claim's counting
     version (tb_counting) and combines them per incident. Incidents that merges pool together
     (where one source may have several claims) go the row-by-row way."""
-    concat = "string_agg(source, chr(31))" if getattr(cursor, "postgres", False) else "group_concat(source, char(31))"
+    # Each incident's source names as a JSON array: no separator a name could contain.
+    names = "json_agg(source)::text" if getattr(cursor, "postgres", False) else "json_group_array(source)"
     cursor.execute(
-        f"SELECT incident_id, min(low), max(high), {concat} FROM tb_counting WHERE measure = ? AND grp = ?"
+        f"SELECT incident_id, min(low), max(high), {names} FROM tb_counting WHERE measure = ? AND grp = ?"
         f" AND {_VALID} AND published_at <= ? AND (next_published_at IS NULL OR next_published_at > ?)"
         " GROUP BY incident_id", (measure, group, as_of, as_of, known_at, known_at))
     pooled = canonical.keys() | canonical.values()
     best = _BEST_IN_SQL[policy]
-    rows = {row[0]: _row(row[0], row[1], row[2], row[best], 1, set(row[3].split(_SEP)))
+    rows = {row[0]: _row(row[0], row[1], row[2], row[best], 1, set(orjson.loads(row[3])))
             for row in cursor if row[0] not in pooled}
     for incident_ids in _pools(canonical):
         rows |= incident_rows(source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical), policy)

@@ -122,6 +122,23 @@ def test_two_writers_on_one_store(db_path):
     assert all(a < b for a, b in zip(stamps, stamps[1:]))
 
 
+def test_projectors_taking_turns_do_not_trust_what_they_kept_in_memory(db_path):
+    """Each API object projects before it answers; when another one projected in between, what
+    it kept of a claim's versions between batches is out of date."""
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        ana.ingest([report("r0", "2024-01-01", claim("a", "S", 10, high=12), incidents=(incident("a"),))])
+        assert rows(ana.tally()) == {"a": (10, 12, 10, 1)}
+        bo.ingest([report("r1", "2024-01-02", claim("a", "S", 3))])
+        assert rows(bo.tally()) == {"a": (3, 3, 3, 1)}
+        ana.ingest([report("r2", "2024-01-03", claim("a", "S", 7))])
+        for book in (ana, bo):
+            assert rows(book.tally()) == {"a": (7, 7, 7, 1)}
+            assert rows(book.tally(known_at="2024-01-02T12:00:00Z")) == {"a": (3, 3, 3, 1)}
+            assert rows(book.tally(known_at="2024-01-01T12:00:00Z", policy="highest")) == {"a": (10, 12, 12, 1)}
+
+
 def test_a_writer_that_lost_a_race_decides_again(db_path):
     """ana decides a new version of a claim; before she saves, bo stores another version of the
     same claim. ana's save must not overwrite bo's nor reuse his version number: she decides again."""
@@ -196,6 +213,15 @@ def test_source_is_compared_after_trimming_and_case_folding(book):
     assert (result.accepted, result.rejected) == (2, [])
     assert [c["group"] for c in book.history(source="  WHITE helmets")["claims"]] == ["all", "children"]
     assert book.tally(group="children")["rows"] == []
+
+
+def test_source_names_keep_every_character_in_tallies(one_incident):
+    book = one_incident
+    name = 'Foo\x1fBar, "Baz"; Ünal'
+    book.ingest([report("r1", "2024-01-02", claim("a", name, 10), claim("a", "Other", 12))])
+    for policy in ("conservative", "highest", "latest"):
+        for by in ("incident", "admin1", "source"):
+            assert {s for r in book.tally(policy=policy, by=by)["rows"] for s in r["sources"]} == {name, "Other"}
 
 
 # -- which version counts --------------------------------------------------------------------
