@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: the smallest size)")
     parser.add_argument("--writers", default="1,2,4", help="concurrent writer processes to measure (default 1,2,4)")
     parser.add_argument("--samples", type=int, default=200, help="samples of single-incident tally and history")
-    parser.add_argument("--heavy-samples", type=int, default=10, help="samples of --by admin1 and diff")
+    parser.add_argument("--heavy-samples", type=int, default=20, help="samples of --by admin1 and diff")
     parser.add_argument("--replay-samples", type=int, default=3, help="samples answered by replaying the log too")
     parser.add_argument("--help-runs", type=int, default=9, help="timed runs of tollbook --help")
     parser.add_argument("--out", default=str(HERE / "results.md"), help="markdown results (JSON beside it)")
