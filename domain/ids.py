@@ -35,9 +35,15 @@ def incident_uuid(incident_id: str) -> UUID:
     return _uuid5(f"incident{_SEP}{incident_id}")
 
 
+def _part(name: str) -> str:
+    # A name holding the separator must not run into the next one ("a\x1fb" + "c" is not
+    # "a" + "b\x1fc"). Escaping changes nothing for names without these control characters.
+    return name.replace("\x1e", "\x1e\x1e").replace(_SEP, "\x1e" + _SEP)
+
+
 @lru_cache(maxsize=_IDS_KEPT)
 def claim_uuid(incident_id: str, source: str, measure: str, group: str) -> UUID:
-    return _uuid5(_SEP.join(("claim", incident_id, source_key(source), measure, group)))
+    return _uuid5(_SEP.join(("claim", _part(incident_id), _part(source_key(source)), measure, group)))
 
 
 @lru_cache(maxsize=_IDS_KEPT)

@@ -224,6 +224,15 @@ def test_source_names_keep_every_character_in_tallies(one_incident):
             assert {s for r in book.tally(policy=policy, by=by)["rows"] for s in r["sources"]} == {name, "Other"}
 
 
+def test_names_holding_the_id_separator_stay_apart(book):
+    # Claim ids are derived from the names joined on \x1f: "x\x1fy" + "z" must not be "x" + "y\x1fz".
+    book.ingest([report("r0", "2024-01-01", incidents=(incident("x\x1fy"), incident("x")))])
+    result = book.ingest([report("r1", "2024-01-02", claim("x\x1fy", "z", 5), claim("x", "y\x1fz", 7))])
+    assert (result.accepted, result.rejected) == (1, [])
+    assert rows(book.tally()) == {"x\x1fy": (5, 5, 5, 1), "x": (7, 7, 7, 1)}
+    assert len(book.history()["claims"]) == 2
+
+
 # -- which version counts --------------------------------------------------------------------
 
 @pytest.fixture
