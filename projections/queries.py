@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +133,7 @@ def incident_rows(figures: list[SourceFigure], policy: str) -> dict[str, dict[st
 
 
 # The policies whose best is the incident's low or high: the database can tally them.
-_BEST_IN_SQL = {"conservative": 1, "highest": 2}  # which of (incident, low, high)
+_BEST_IN_SQL = {"conservative": "low", "highest": "high"}
 
 
 def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
@@ -150,25 +151,54 @@ def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
         yield chunk
 
 
-def counted_incidents(cursor: Any, measure: str, group: str, as_of: int, known_at: int,
-                      canonical: dict[str, str], policy: str) -> dict[str, dict[str, Any]]:
-    """Every incident's tally row at the point, for a policy in ``_BEST_IN_SQL``: the same rows
-    as ``incident_rows(source_figures(...))``, but the database picks each claim's counting
-    version (tb_counting) and combines them per incident. Incidents that merges pool together
-    (where one source may have several claims) go the row-by-row way."""
-    # Each incident's source names as a JSON array: no separator a name could contain.
-    names = "json_agg(source)::text" if getattr(cursor, "postgres", False) else "json_group_array(source)"
-    cursor.execute(
-        f"SELECT incident_id, min(low), max(high), {names} FROM tb_counting WHERE measure = ? AND grp = ?"
-        f" AND {_VALID} AND published_at <= ? AND (next_published_at IS NULL OR next_published_at > ?)"
-        " GROUP BY incident_id", (measure, group, as_of, as_of, known_at, known_at))
-    pooled = canonical.keys() | canonical.values()
+# Incidents that merges pool together at the point (where one source may have several claims).
+_POOLED = (f"SELECT incident_id FROM tb_canonical WHERE {_VALID}"
+           f" UNION SELECT canonical_id FROM tb_canonical WHERE {_VALID}")
+
+
+def counted_rows(cursor: Any, by: str, measure: str, group: str, as_of: int, known_at: int,
+                 canonical: dict[str, str], policy: str) -> list[dict[str, Any]]:
+    """The tally rows by incident or by an incident field, for a policy in ``_BEST_IN_SQL``: the
+    rows the row-by-row way gives, but the database picks each claim's counting version
+    (tb_counting), combines them per incident and sums them per group. Incidents that merges
+    pool together go the row-by-row way and are added in."""
+    postgres = getattr(cursor, "postgres", False)
+    # Source names travel as JSON arrays (no separator a name could contain), joined by commas.
+    names, joined = ("json_agg(source)::text", "string_agg(per.sources, ',')") if postgres else (
+        "json_group_array(source)", "group_concat(per.sources, ',')")
+    per_incident = (
+        f"SELECT incident_id, min(low) AS low, max(high) AS high, {names} AS sources FROM tb_counting"
+        f" WHERE measure = ? AND grp = ? AND {_VALID} AND published_at <= ?"
+        " AND (next_published_at IS NULL OR next_published_at > ?) GROUP BY incident_id")
+    params: list[Any] = [measure, group, as_of, as_of, known_at, known_at]
     best = _BEST_IN_SQL[policy]
-    rows = {row[0]: _row(row[0], row[1], row[2], row[best], 1, set(orjson.loads(row[3])))
-            for row in cursor if row[0] not in pooled}
+    if by == "incident":
+        sql = (f"SELECT incident_id, low, high, {best}, 1, sources FROM ({per_incident}) per"
+               f" WHERE incident_id NOT IN ({_POOLED})")
+    else:
+        key = f"substr(f.occurred_day, 1, {_CUT[by]})" if by in _CUT else f"f.{_FIELD_OF[by]}"
+        # The casts: PostgreSQL sums BIGINTs as NUMERIC
+        sums = ", ".join(f"CAST(sum(per.{column}) AS BIGINT)" for column in ("low", "high", best))
+        sql = (f"SELECT {key}, {sums}, count(*), {joined}"
+               f" FROM ({per_incident}) per LEFT JOIN tb_incidents f ON f.incident_id = per.incident_id"
+               " AND f.recorded_at <= ? AND (f.to_recorded_at IS NULL OR f.to_recorded_at > ?)"
+               f" WHERE per.incident_id NOT IN ({_POOLED}) GROUP BY {key}")
+        params += [as_of, as_of]
+    cursor.execute(sql, [*params, as_of, as_of, as_of, as_of])
+    rows = [_row(key, low, high, total, incidents, set(chain.from_iterable(orjson.loads(f"[{sources}]"))))
+            for key, low, high, total, incidents, sources in cursor.fetchall()]
+    pooled: dict[str, dict[str, Any]] = {}
     for incident_ids in _pools(canonical):
-        rows |= incident_rows(source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical), policy)
-    return rows
+        pooled |= incident_rows(source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical), policy)
+    if by == "incident":
+        return rows + list(pooled.values())
+    groups = {row["key"]: row for row in rows}
+    for row in _by_field(cursor, pooled, by, as_of):
+        found = groups.setdefault(row["key"], _row(row["key"], 0, 0, 0, 0, set()))
+        for name in ("low", "high", "best", "incidents"):
+            found[name] += row[name]
+        found["sources"] |= row["sources"]
+    return list(groups.values())
 
 
 def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str = "incident",
@@ -177,28 +207,25 @@ def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str =
     point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
     canonical, pooled = pooled_at(cursor, incident, point_r)
     if pooled is None and by != "source" and policy in _BEST_IN_SQL:
-        per_incident = counted_incidents(cursor, measure, group, point_r, point_v, canonical, policy)
+        rows = counted_rows(cursor, by, measure, group, point_r, point_v, canonical, policy)
+        counted = rows  # every incident in exactly one row
     else:
         figures = source_figures(cursor, measure, group, point_r, point_v, pooled, canonical)
         per_incident = incident_rows(figures, policy)
-    if by == "incident":
-        rows = list(per_incident.values())
-    elif by == "source":
-        rows = _by_source(figures, policy)
-    else:
-        rows = _by_field(cursor, per_incident, by, point_r)
+        counted = list(per_incident.values())
+        if by == "incident":
+            rows = counted
+        elif by == "source":
+            rows = _by_source(figures, policy)
+        else:
+            rows = _by_field(cursor, per_incident, by, point_r)
     rows = _sorted_sources(rows)
     rows.sort(key=_sort_key)
     return {
         "measure": measure, "group": group, "by": by, "policy": policy,
         "as_of": format_instant(as_of), "known_at": format_instant(known_at),
         "rows": rows,
-        "total": {
-            "low": sum(r["low"] for r in per_incident.values()),
-            "high": sum(r["high"] for r in per_incident.values()),
-            "best": sum(r["best"] for r in per_incident.values()),
-            "incidents": len(per_incident),
-        },
+        "total": {name: sum(r[name] for r in counted) for name in ("low", "high", "best", "incidents")},
     }
 
 
@@ -216,7 +243,8 @@ def _by_source(figures: list[SourceFigure], policy: str) -> list[dict[str, Any]]
 
 
 def _by_field(cursor: Any, per_incident: dict[str, dict[str, Any]], by: str, as_of: int) -> list[dict[str, Any]]:
-    fields = incident_field(cursor, _FIELD_OF[by], as_of, list(per_incident) if len(per_incident) < 500 else None)
+    # Up to some thousands of incidents (merged pools) an indexed lookup each beats reading every one.
+    fields = incident_field(cursor, _FIELD_OF[by], as_of, list(per_incident) if len(per_incident) <= 10_000 else None)
     cut = _CUT.get(by)
     groups: dict[Any, dict[str, Any]] = {}
     for incident_id, row in per_incident.items():
