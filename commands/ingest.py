@@ -205,4 +205,3 @@ class Ingestor:
                 result.accepted += 1
             else:
                 result.unchanged += 1
-

@@ -183,8 +183,8 @@ class Claims(Projection):
             # the one before it (if it counted) stops there.
             claim.last = version
             versions[version] = figure
-            if last is not None and versions[last].kind == "reported":
-                before = versions[last]
+            before = versions[last] if last is not None else None
+            if before is not None and before.kind == "reported":
                 if before.published_at == figure.published_at:
                     self.counting.end((claim.columns[1], last), at)
                 else:

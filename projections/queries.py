@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -194,10 +194,7 @@ def counted_rows(cursor: Any, by: str, measure: str, group: str, as_of: int, kno
         return rows + list(pooled.values())
     groups = {row["key"]: row for row in rows}
     for row in _by_field(cursor, pooled, by, as_of):
-        found = groups.setdefault(row["key"], _row(row["key"], 0, 0, 0, 0, set()))
-        for name in ("low", "high", "best", "incidents"):
-            found[name] += row[name]
-        found["sources"] |= row["sources"]
+        _add(groups, row["key"], row)
     return list(groups.values())
 
 
@@ -249,23 +246,26 @@ def _by_field(cursor: Any, per_incident: dict[str, dict[str, Any]], by: str, as_
     groups: dict[Any, dict[str, Any]] = {}
     for incident_id, row in per_incident.items():
         value = fields.get(incident_id)
-        if value is not None and cut:
-            value = value[:cut]
-        group = groups.get(value)
-        if group is None:
-            group = groups[value] = _row(value, 0, 0, 0, 0, set())
-        group["low"] += row["low"]
-        group["high"] += row["high"]
-        group["best"] += row["best"]
-        group["incidents"] += 1
-        group["sources"] |= row["sources"]
+        _add(groups, value[:cut] if value is not None and cut else value, row)
     return list(groups.values())
+
+
+def _add(groups: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any]) -> None:
+    """Adds a tally row (an incident's, or a group's) into the group ``key``."""
+    group = groups.get(key)
+    if group is None:
+        group = groups[key] = _row(key, 0, 0, 0, 0, set())
+    group["low"] += row["low"]
+    group["high"] += row["high"]
+    group["best"] += row["best"]
+    group["incidents"] += row["incidents"]
+    group["sources"] |= row["sources"]
 
 
 # -- history ------------------------------------------------------------------------------
 
-_ENTRY = ("position", "claim_id", "incident_id", "source", "kind", "version", "low", "high", "best", "qualifier", "published_at",
-          "recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
+_ENTRY = ("position", "claim_id", "incident_id", "source", "kind", "version", "low", "high", "best", "qualifier",
+          "published_at", "recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
 
 
 def _entry_json(row: dict[str, Any]) -> dict[str, Any]:
