@@ -136,8 +136,13 @@ def incident_rows(figures: list[SourceFigure], policy: str) -> dict[str, dict[st
 _BEST_IN_SQL = {"conservative": "low", "highest": "high"}
 
 
+# The most incident ids a query names in an IN list (SQLite takes at most 32,766 parameters).
+_MAX_IDS = 10_000
+
+
 def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
-    """The incidents that merges pool together, in lists of about ``size`` ids, each pool whole."""
+    """The incidents that merges pool together, in lists of about ``size`` ids, each pool whole
+    (so a list can exceed ``size``, and even ``_MAX_IDS``: one pool of that many incidents)."""
     members: dict[str, list[str]] = defaultdict(list)
     for merged, target in canonical.items():
         members[target].append(merged)
@@ -189,7 +194,13 @@ def counted_rows(cursor: Any, by: str, measure: str, group: str, as_of: int, kno
             for key, low, high, total, incidents, sources in cursor.fetchall()]
     pooled: dict[str, dict[str, Any]] = {}
     for incident_ids in _pools(canonical):
-        pooled |= incident_rows(source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical), policy)
+        if len(incident_ids) <= _MAX_IDS:
+            figures = source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical)
+        else:  # one pool too big to name: read every incident's figures, keep the pool's
+            members = set(incident_ids)
+            figures = [f for f in source_figures(cursor, measure, group, as_of, known_at, None, canonical)
+                       if f.incident_id in members]
+        pooled |= incident_rows(figures, policy)
     if by == "incident":
         return rows + list(pooled.values())
     groups = {row["key"]: row for row in rows}
@@ -241,7 +252,7 @@ def _by_source(figures: list[SourceFigure], policy: str) -> list[dict[str, Any]]
 
 def _by_field(cursor: Any, per_incident: dict[str, dict[str, Any]], by: str, as_of: int) -> list[dict[str, Any]]:
     # Up to some thousands of incidents (merged pools) an indexed lookup each beats reading every one.
-    fields = incident_field(cursor, _FIELD_OF[by], as_of, list(per_incident) if len(per_incident) <= 10_000 else None)
+    fields = incident_field(cursor, _FIELD_OF[by], as_of, list(per_incident) if len(per_incident) <= _MAX_IDS else None)
     cut = _CUT.get(by)
     groups: dict[Any, dict[str, Any]] = {}
     for incident_id, row in per_incident.items():

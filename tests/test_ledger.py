@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conftest import REVISIONS, SEED, event_count, lines_of, now, rows, stored_events
+from projections import queries
 
 ABDEEN = "sy-2018-09-08-abdeen"
 
@@ -340,6 +341,23 @@ def test_merge_pools_one_source_by_its_latest_version(book):
     # ...and merging back into a merged-away id is refused.
     rejected = book.ingest([doc("merge", incident_id="c", into="b")]).rejected
     assert len(rejected) == 1 and rejected[0].error.startswith("into: ")
+
+
+def test_a_merge_pool_too_big_to_name_in_one_query(book, monkeypatch):
+    """A pool of more incidents than a query names at once is still tallied whole, once."""
+    book.ingest([report("r0", "2024-01-01", claim("a", "S", 5), claim("b", "S", 9), claim("c", "T", 2),
+                        claim("d", "U", 4), claim("e", "U", 1),
+                        incidents=(incident("a", admin1="North"), incident("b", admin1="South"), incident("c"),
+                                   incident("d", admin1="North"), incident("e", admin1="North")))])
+    book.ingest([doc("merge", incident_id="b", into="a"), doc("merge", incident_id="c", into="a")])
+    expected = {"a": (2, 9, 2, 1), "d": (4, 4, 4, 1), "e": (1, 1, 1, 1)}
+    assert rows(book.tally()) == expected
+    by_admin1 = rows(book.tally(by="admin1"))
+    assert by_admin1 == {"North": (7, 14, 7, 3)}
+    monkeypatch.setattr(queries, "_MAX_IDS", 2)  # the pool {a, b, c} is now too big to name
+    answer = book.tally()
+    assert rows(answer) == expected and len(answer["rows"]) == 3
+    assert rows(book.tally(by="admin1")) == by_admin1
 
 
 def test_grouping_uses_incident_fields_as_they_stood(book):
