@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import orjson
 
@@ -116,40 +117,63 @@ def project(db: str, rebuild: bool) -> dict:
     return {"seconds": seconds, "events": events, "max_rss_mb": _max_rss_mb()}
 
 
-def raw(db: str, scratch: str) -> dict:
-    """The raw-SQLite limits on the same events. Write: the store's serialized events inserted
-    with executemany in ONE transaction into a table of the same shape (DDL copied from the
-    store, same WAL journal and synchronous=FULL as the store's writes); the rows are read from
-    the store in chunks of 100,000 between the timed inserts, so only the inserts and the commit
-    are timed. Read: a sequential read of the store's events table in log order with an orjson
-    decode of every state (what a rebuild cannot avoid)."""
+def _scratch(path: str, *pragmas: str) -> sqlite3.Connection:
+    for suffix in ("", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+    connection = sqlite3.connect(path, isolation_level=None)
+    for pragma in ("journal_mode=WAL", *pragmas):
+        connection.execute(f"PRAGMA {pragma}")
+    return connection
+
+
+def _copy_timed(source: sqlite3.Connection, target: sqlite3.Connection, table: str) -> tuple[int, float]:
+    """Inserts every row of ``table`` into ``target`` with executemany, in chunks of 100,000
+    fetched outside the timer; returns (rows, seconds)."""
+    [count] = source.execute(f"SELECT count(*) FROM {table}").fetchone()
+    [columns] = source.execute(f"SELECT count(*) FROM pragma_table_info('{table}')").fetchone()
+    rows = source.execute(f"SELECT * FROM {table} ORDER BY rowid")
+    insert = f"INSERT INTO {table} VALUES ({', '.join('?' * columns)})"
+    seconds = 0.0
+    while chunk := rows.fetchmany(100_000):
+        start = time.perf_counter()
+        target.executemany(insert, chunk)
+        seconds += time.perf_counter() - start
+    return count, seconds
+
+
+def raw(db: str, scratch: str, path: str) -> dict:
+    """The raw-SQLite limits on the same events, and the floors beneath them.
+
+    Write: the store's serialized events inserted with executemany in ONE transaction into a
+    table of the same shape (DDL copied from the store, same WAL journal and synchronous=FULL
+    as the store's writes). Read: a sequential read of the store's events table in log order
+    with an orjson decode of every state (what a rebuild cannot avoid).
+
+    Floors: what the fixed stack costs before any of Tollbook's own logic. For ingest, parsing
+    and validating every document with pydantic, and making and serializing every stored event
+    as its pydantic model; for rebuild, writing the read models' rows (the projections' tables
+    as the rebuild left them, copied with executemany in one transaction, indexes made at the
+    end as a rebuild makes its query indexes)."""
+    from commands.documents import parse
+    from eventsourcing.persistence import StoredEvent
+    from tollbook.eventstore import OrjsonTranscoder, PydanticMapper
+
     source = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     [ddl] = source.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'stored_events'").fetchone()
     indexes = [row[0] for row in source.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'stored_events' AND sql IS NOT NULL")]
-    target = sqlite3.connect(scratch, isolation_level=None)
-    target.execute("PRAGMA journal_mode=WAL")
-    target.execute("PRAGMA synchronous=FULL")
+    target = _scratch(scratch, "synchronous=FULL")
     target.execute(ddl)
     for statement in indexes:
         target.execute(statement)
-    rows = source.execute("SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid")
-    insert_seconds = 0.0
-    inserted = 0
     start = time.perf_counter()
     target.execute("BEGIN")
-    insert_seconds += time.perf_counter() - start
-    while chunk := rows.fetchmany(100_000):
-        start = time.perf_counter()
-        target.executemany("INSERT INTO stored_events (originator_id, originator_version, topic, state) "
-                           "VALUES (?, ?, ?, ?)", chunk)
-        insert_seconds += time.perf_counter() - start
-        inserted += len(chunk)
+    insert_seconds = time.perf_counter() - start
+    inserted, seconds = _copy_timed(source, target, "stored_events")
     start = time.perf_counter()
     target.execute("COMMIT")
-    insert_seconds += time.perf_counter() - start
+    insert_seconds += seconds + time.perf_counter() - start
     target.close()
-    source.close()
 
     reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     start = time.perf_counter()
@@ -159,10 +183,54 @@ def raw(db: str, scratch: str) -> dict:
         decoded += 1
     read_seconds = time.perf_counter() - start
     reader.close()
+
+    # The ingest floor: every document parsed, every stored event made (validated) and serialized.
+    start = time.perf_counter()
+    with open(path, "rb") as lines:
+        for line in lines:
+            if line.strip():
+                parse(line)
+    parse_seconds = time.perf_counter() - start
+    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    events_seconds = 0.0
+    rows = source.execute("SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid")
+    while chunk := rows.fetchmany(100_000):
+        # Made from typed values, as the handlers make them (decoding is not timed).
+        decoded_events = (mapper.to_domain_event(StoredEvent(UUID(r[0]), r[1], r[2], r[3])) for r in chunk)
+        made = [(type(e), {name: getattr(e, name) for name in e.model_fields_set}) for e in decoded_events]
+        start = time.perf_counter()
+        for model, values in made:
+            mapper.stamped(model(**values), 1)
+        events_seconds += time.perf_counter() - start
+
+    # The rebuild floor: the read models' rows written.
+    target = _scratch(scratch, "synchronous=OFF", "cache_size=-65536")
+    tables = source.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name LIKE 'tb\\_%' ESCAPE '\\'"
+                            " ORDER BY name").fetchall()
+    table_indexes = [row[0] for row in source.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'tb\\_%' ESCAPE '\\' AND sql IS NOT NULL")]
+    start = time.perf_counter()
+    target.execute("BEGIN")
+    for _, statement in tables:
+        target.execute(statement)
+    write_seconds = time.perf_counter() - start
+    written = 0
+    for name, _ in tables:
+        count, seconds = _copy_timed(source, target, name)
+        written += count
+        write_seconds += seconds
+    start = time.perf_counter()
+    for statement in table_indexes:
+        target.execute(statement)
+    target.execute("COMMIT")
+    write_seconds += time.perf_counter() - start
+    target.close()
+    source.close()
     for suffix in ("", "-wal", "-shm"):
         Path(scratch + suffix).unlink(missing_ok=True)
     return {"events": inserted, "insert_seconds": insert_seconds, "read_events": decoded,
-            "read_decode_seconds": read_seconds}
+            "read_decode_seconds": read_seconds, "parse_seconds": parse_seconds, "events_seconds": events_seconds,
+            "read_model_rows": written, "read_model_tables": len(tables), "read_model_write_seconds": write_seconds}
 
 
 def size(db: str) -> dict:
@@ -315,7 +383,7 @@ PHASES = {
     "writer": lambda a: writer(a["db"], a["path"]),
     "catchup": lambda a: project(a["db"], rebuild=False),
     "rebuild": lambda a: project(a["db"], rebuild=True),
-    "raw": lambda a: raw(a["db"], a["scratch"]),
+    "raw": lambda a: raw(a["db"], a["scratch"], a["path"]),
     "size": lambda a: size(a["db"]),
     "queries": lambda a: queries(a["db"], a["kinds"], a["samples"], a["heavy_samples"], a["replay_samples"]),
 }

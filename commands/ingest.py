@@ -61,15 +61,19 @@ class _Decided:
 
 
 class Ingestor:
-    """Feeds documents into one store for one editor."""
+    """Feeds documents into one store for one editor.
+
+    Documents are read ahead ``prefetch_documents`` at a time (what they read is loaded in a
+    few queries) and saved ``batch_events`` at a time, one transaction each, whose commit runs
+    behind while the next batch is decided."""
 
     # Big transactions: each commit writes every index page its events touched (ids are random)
-    # and syncs, so ten per 100,000 events save nearly as fast as one.
-    def __init__(self, store: EventStore, recorded_by: str, *, batch_documents: int = 5000,
-                 batch_events: int = 50_000, cache_size: int = 250_000, max_retries: int = 8):
+    # and syncs, so its cost hardly depends on how many events it holds.
+    def __init__(self, store: EventStore, recorded_by: str, *, prefetch_documents: int = 5000,
+                 batch_events: int = 25_000, cache_size: int = 250_000, max_retries: int = 8):
         self.store = store
         self.recorded_by = recorded_by
-        self.batch_documents = batch_documents
+        self.prefetch_documents = prefetch_documents
         self.batch_events = batch_events
         self.cache_size = cache_size
         self.max_retries = max_retries
@@ -77,6 +81,8 @@ class Ingestor:
         # makes the store refuse the batch, and then the cache is dropped.
         self._cache: dict[UUID, Any] = {}
         self._pending: dict[UUID, Any] = {}
+        self._batch: list[_Decided] = []  # decided, not yet saved
+        self._batch_events = 0
 
     def ingest(self, lines: Iterable[Any], result: IngestResult | None = None, *,
                numbered: bool = False) -> IngestResult:
@@ -85,19 +91,23 @@ class Ingestor:
         result = result or IngestResult()
         parsed: list[_Decided] = []
         with without_cycle_collection():
-            for number, line in (lines if numbered else enumerate(lines, 1)):
-                if not isinstance(line, dict) and not line.strip():
-                    continue
-                try:
-                    command, content_hash = parse(line)
-                except BadDocument as error:
-                    result.rejected.append(Rejection(number, str(error)))
-                    continue
-                parsed.append(_Decided(number, command, content_hash))
-                if len(parsed) >= self.batch_documents:
-                    self._run(parsed, result)
-                    parsed = []
-            self._run(parsed, result)
+            try:
+                for number, line in (lines if numbered else enumerate(lines, 1)):
+                    if not isinstance(line, dict) and not line.strip():
+                        continue
+                    try:
+                        command, content_hash = parse(line)
+                    except BadDocument as error:
+                        result.rejected.append(Rejection(number, str(error)))
+                        continue
+                    parsed.append(_Decided(number, command, content_hash))
+                    if len(parsed) >= self.prefetch_documents:
+                        self._run(parsed, result)
+                        parsed = []
+                self._run(parsed, result)
+                self._save(result)
+            finally:
+                self.store.settle()  # nothing is accepted before it is on disk
             # Let go of what only this ingest needed while the collector is still off: back on
             # (and at the process's exit) it would walk all of it once more.
             self._cache.clear()
@@ -106,24 +116,21 @@ class Ingestor:
         return result
 
     def _run(self, parsed: list[_Decided], result: IngestResult) -> None:
-        """Decides and saves a run of parsed documents, loading what they read in one go first."""
+        """Decides a run of parsed documents, loading what they read in one go first, and saves
+        each full batch."""
         self._prefetch(parsed)
-        batch: list[_Decided] = []
-        events = 0
         for decided in parsed:
-            batch.append(self._decide(decided))
-            events += len(decided.events)
-            if events >= self.batch_events:
-                self._save(batch, result)
-                batch, events = [], 0
-        self._save(batch, result)
+            self._batch.append(self._decide(decided))
+            self._batch_events += len(decided.events)
+            if self._batch_events >= self.batch_events:
+                self._save(result)
 
     def _prefetch(self, parsed: list[_Decided]) -> None:
         """Loads the aggregates the documents will read that are not cached, in a few queries
         (one query per aggregate is what made bulk ingest slow)."""
         everything = [reads(decided.command, decided.content_hash) for decided in parsed]
         if len(self._cache) + sum(map(len, everything)) > self.cache_size:
-            self._cache.clear()
+            self._forget()
         # Receipts first: a document already received reads nothing else (a repeated import).
         self._load_many(dict(found[0] for found in everything))
         rest: dict[UUID, Evolve] = {}
@@ -152,9 +159,15 @@ class Ingestor:
             for event in self.store.events_of(aggregate_id):
                 state = evolve(state, event)
             if len(self._cache) >= self.cache_size:
-                self._cache.clear()
+                self._forget()
             self._cache[aggregate_id] = state
         return state
+
+    def _forget(self) -> None:
+        """Empties the cache. The last batch's commit may still be running, and until it ends
+        the store reads as before it: only the cache knows that batch's changes."""
+        self.store.settle()
+        self._cache.clear()
 
     def _append(self, batch: list[_Decided]) -> list[int]:
         """Saves the batch's events; on a conflict decides again on fresh state, after a short
@@ -164,7 +177,7 @@ class Ingestor:
         for attempt in range(self.max_retries + 1):
             accepted = [d for d in batch if d.events]
             try:
-                return self.store.append([d.events for d in accepted]) if accepted else []
+                return self.store.append([d.events for d in accepted], commit_behind=True) if accepted else []
             except Conflict:
                 self._cache.clear()
                 self._pending.clear()
@@ -192,7 +205,8 @@ class Ingestor:
             self._pending.update(unit.changed)
         return decided
 
-    def _save(self, batch: list[_Decided], result: IngestResult) -> None:
+    def _save(self, result: IngestResult) -> None:
+        batch, self._batch, self._batch_events = self._batch, [], 0
         stamps = self._append(batch)
         if stamps:
             result.last_recorded_at = stamps[-1]

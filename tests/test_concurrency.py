@@ -149,11 +149,11 @@ def test_two_editors_correcting_one_claim_at_the_same_moment(db_path):
         assert ana.ingest(setup_documents(0)).accepted == 1
         save, saves, bo_first = ana.store.append, [], []
 
-        def bo_saves_first(documents):
+        def bo_saves_first(documents, **options):
             while bo_first:
                 assert bo.ingest([bo_first.pop()]).accepted == 1
             saves.append(len(documents))
-            return save(documents)
+            return save(documents, **options)
 
         ana.store.append = bo_saves_first
         # Still applies: both corrections are kept, bo's first.
@@ -190,7 +190,7 @@ def test_a_writer_that_keeps_losing_is_told_in_one_line(db_path, monkeypatch):
         ana.ingest(setup_documents(1))
         calls = []
 
-        def always_late(self, documents):
+        def always_late(self, documents, **options):
             calls.append(len(documents))
             raise Conflict("another writer saved first")
 

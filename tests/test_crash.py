@@ -51,16 +51,19 @@ def default(cls, name: str, fallback: int) -> int:
     return parameter.default if parameter is not None else fallback
 
 
+# The killed ingest saves this many events a transaction (its --batch-size), so the log holds
+# several of its transactions.
+INGEST_BATCH = 10_000
+
+
 def log_events() -> int:
     """How many events to generate for the log every test works on (receipts add ~45% to the
-    stored events; a document is ~2.2 generated events): nearly two projector batches and over
-    two ingest transactions, so a killed projector or ingest has committed one and has about as
-    much again to go. Read from the code, which is being tuned."""
-    from commands.ingest import Ingestor
+    stored events): nearly two projector batches and over three ingest transactions, so a
+    killed projector or ingest has committed one and has about as much again to go. Read from
+    the code, which is being tuned."""
     from projections.projector import Projector
 
-    return max(20_000, int(1.25 * default(Projector, "batch", 20_000)),
-               5 * default(Ingestor, "batch_documents", 5000))
+    return max(20_000, int(1.25 * default(Projector, "batch", 20_000)), 2 * INGEST_BATCH)
 
 
 def projections() -> list:
@@ -407,7 +410,8 @@ def test_killed_ingest_leaves_whole_documents_and_the_same_ingest_finishes(db_pa
     path = tmp_path / "big.jsonl"
     path.write_text("".join(line + "\n" for line in lines(log_events())))
     Tollbook(db_path).close()  # creates the store (and its events table, for the gate)
-    kill_during(db_path, tmp_path, ("ingest", str(path)), lambda: event_count(db_path), len(expected),
+    kill_during(db_path, tmp_path, ("ingest", str(path), "--batch-size", str(INGEST_BATCH)),
+                lambda: event_count(db_path), len(expected),
                 gate=(log_table(db_path)[0], *EVENTS_GATE))
 
     # Whole documents only: exactly the first k documents a clean ingest stores, 0 < k < all.

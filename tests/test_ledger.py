@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conftest import REVISIONS, SEED, event_count, lines_of, now, rows, stored_events
+from conftest import REVISIONS, SEED, event_count, lines_of, now, rows, signature, stored_events
 from projections import queries
 
 ABDEEN = "sy-2018-09-08-abdeen"
@@ -78,6 +78,38 @@ def test_recorded_at_is_one_per_document_and_strictly_increasing(book, db_path, 
                     if e["report_id"] == "eaworldview-2018-09-09"]
     assert len(seed_entries) == 7 and len({e["recorded_at"] for e in seed_entries}) == 1
     assert micros(seed_entries[0]["recorded_at"]) == stamps[6]
+
+
+def test_bulk_ingest_saves_each_document_once_in_small_batches(stores, monkeypatch):
+    """Many transactions, each committing while the next batch is decided, and a cache too
+    small to keep what they changed: no batch conflicts with the one before it (each document
+    is saved once), and the store holds what a single batch stores."""
+    from bench.generate import generate
+    from tollbook.api import Tollbook
+    from tollbook.eventstore import EventStore
+
+    lines = [json.dumps(d) for d in generate(4000, seed=11)]
+    saved: list[int] = []
+    append = EventStore.append
+
+    def counting(self, documents, **options):
+        saved.append(len(documents))
+        return append(self, documents, **options)
+
+    small, whole = stores.new("small"), stores.new("whole")
+    with Tollbook(small, editor="tester") as book:
+        monkeypatch.setattr(EventStore, "append", counting)
+        result = book.ingest(lines, batch_events=400, cache_size=300, prefetch_documents=50)
+        monkeypatch.undo()
+        stored = event_count(small)  # another connection: everything is committed once ingest returns
+        assert (result.accepted, result.rejected) == (len(lines), [])
+        assert len(saved) > 10 and sum(saved) == len(lines)
+        small_tally = book.tally(by="admin1")
+    with Tollbook(whole, editor="tester") as book:
+        assert book.ingest(lines).accepted == len(lines)
+        assert book.tally(by="admin1")["rows"] == small_tally["rows"]
+    assert [signature(e) for e in stored_events(small)] == [signature(e) for e in stored_events(whole)]
+    assert stored == event_count(whole)
 
 
 def test_as_of_includes_the_instant_recorded(book):

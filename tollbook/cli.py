@@ -69,15 +69,18 @@ def cli(ctx: click.Context, db: str | None, editor: str | None) -> None:
 @cli.command()
 @click.argument("file", type=click.File("rb"))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Events saved a transaction (default 25,000): smaller holds the store's write lock for less "
+                   "time, larger is faster.")
 @click.pass_context
-def ingest(ctx: click.Context, file: Any, fmt: str) -> None:
+def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
     """Store the JSON Lines documents in FILE ('-' for stdin).
 
     Each document is stored whole or not at all; a bad one is reported with its line and
     field and the rest are still taken. A document already stored is left alone.
     """
     book = _open(ctx)
-    result = book.ingest(file)
+    result = book.ingest(file, **({"batch_events": batch_size} if batch_size else {}))
     if fmt == "json":
         from tollbook.render import as_json
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,6 +135,8 @@ class EventStore:
     def __init__(self, location: Location):
         self.location = location
         self.is_postgres = location.is_postgres
+        self._committer: ThreadPoolExecutor | None = None
+        self._committing: Future[None] | None = None
         env = location.environment()
         if self.is_postgres:
             self._open_postgres(env)
@@ -169,7 +172,12 @@ class EventStore:
             raise pgstore.StoreUnavailable(f"PostgreSQL {pgstore.describe(env)}: {reason}") from None
 
     def close(self) -> None:
-        self.app.close()
+        try:
+            self.settle()
+        finally:
+            if self._committer is not None:
+                self._committer.shutdown()
+            self.app.close()
 
     # -- reading aggregates -------------------------------------------------------------
 
@@ -213,58 +221,100 @@ class EventStore:
             with pgstore.transaction(self.recorder.datastore, write=write, durable=durable) as cursor:
                 yield cursor
             return
-        with self.recorder.datastore.get_connection(commit=write) as connection:
-            cursor = connection.cursor()
-            raw = cursor.sqlite_cursor
-            raw.row_factory = None  # plain tuples: the recorder's sqlite3.Row costs several times more a row
-            try:
-                if write:
-                    raw.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
-                    # Writes land all over the indexes (ids are random): in SQLite's default 2 MB
-                    # page cache a big batch evicts index pages and writes them again.
-                    raw.execute("PRAGMA cache_size = -65536")  # KiB
-                raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield raw
-            except BaseException:
-                connection.rollback()
-                raise
-            else:
-                connection.commit()
-            finally:
-                raw.close()
+        cursor, end = self._begin(write=write, durable=durable)
+        try:
+            yield cursor
+        except BaseException:
+            end(commit=False)
+            raise
+        end(commit=True)
 
-    def append(self, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
+    def _begin(self, *, write: bool, durable: bool) -> tuple[sqlite3.Cursor, Callable[..., None]]:
+        """SQLite: a cursor in a new transaction, and the function that ends it (commit or roll
+        back) and gives its connection back to the pool."""
+        if write:
+            self.settle()  # a write waits for the commit still running behind the last one
+        checkout = self.recorder.datastore.get_connection(commit=write)
+        connection = checkout.__enter__()
+        cursor = connection.cursor().sqlite_cursor
+        cursor.row_factory = None  # plain tuples: the recorder's sqlite3.Row costs several times more a row
+
+        def end(*, commit: bool) -> None:
+            try:
+                connection.commit() if commit else connection.rollback()
+            finally:
+                cursor.close()
+                checkout.__exit__(None, None, None)
+
+        try:
+            if write:
+                cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
+                # Writes land all over the indexes (ids are random): in SQLite's default 2 MB
+                # page cache a big batch evicts index pages and writes them again.
+                cursor.execute("PRAGMA cache_size = -65536")  # KiB
+            cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except BaseException:
+            end(commit=False)
+            raise
+        return cursor, end
+
+    def append(self, documents: Sequence[Sequence[DomainEvent]], *, commit_behind: bool = False) -> list[int]:
         """Saves every document's events in one transaction; returns each document's
         ``recorded_at`` (microseconds), strictly increasing. Raises :class:`Conflict` if another
-        writer got to one of the aggregates first: then nothing of the batch is stored."""
+        writer got to one of the aggregates first: then nothing of the batch is stored.
+
+        ``commit_behind`` (SQLite): return once the events are written, while the commit, the
+        sync to disk, runs in a background thread; the caller decides its next batch meanwhile.
+        The store's next write waits for it, and :meth:`settle` does (raising what it raised):
+        nothing is durable before then. A conflict is found when the events are written, never
+        by the commit (the write lock is held from the start)."""
         try:
-            with self.transaction() as cursor:
-                # On PostgreSQL the clock's row lock serializes writers: recorded_at increases
-                # in commit order (SQLite's BEGIN IMMEDIATE already did).
-                cursor.execute("SELECT last_recorded_at FROM tollbook_clock WHERE id = 1"
-                               + (" FOR UPDATE" if self.is_postgres else ""))
-                row = cursor.fetchone()
-                last = row[0] if row else 0
-                now = to_micros_now()  # read once the lock is held: no earlier writer can stamp later
-                stamps, stored = [], []
-                for events in documents:
-                    last = max(now, last + 1)
-                    stamps.append(last)
-                    stored.extend(self.mapper.stamped(event, last) for event in events)
-                if self.is_postgres:
-                    # The recorder's insert takes the EXCLUSIVE table lock first (notification
-                    # ids in commit order), NOTIFYs listeners on commit, and inserts every
-                    # event in one statement.
-                    self.recorder._insert_stored_events(cursor.raw, stored)
-                else:
-                    self.recorder._insert_events(_Cursor(cursor), stored)
-                cursor.execute(
-                    "INSERT INTO tollbook_clock (id, last_recorded_at) VALUES (1, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET last_recorded_at = excluded.last_recorded_at",
-                    (last,),
-                )
+            if self.is_postgres or not commit_behind:
+                with self.transaction() as cursor:
+                    return self._stamp_and_insert(cursor, documents)
+            cursor, end = self._begin(write=True, durable=True)
+            try:
+                stamps = self._stamp_and_insert(cursor, documents)
+            except BaseException:
+                end(commit=False)
+                raise
+            if self._committer is None:
+                self._committer = ThreadPoolExecutor(1, thread_name_prefix="tollbook-commit")
+            self._committing = self._committer.submit(end, commit=True)
+            return stamps
         except CONFLICTS as error:
             raise Conflict(str(error)) from error
+
+    def settle(self) -> None:
+        """Waits for a commit left running by ``append(commit_behind=True)``; raises its error."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            committing.result()
+
+    def _stamp_and_insert(self, cursor: Any, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
+        # On PostgreSQL the clock's row lock serializes writers: recorded_at increases in commit
+        # order (SQLite's BEGIN IMMEDIATE already did).
+        cursor.execute("SELECT last_recorded_at FROM tollbook_clock WHERE id = 1"
+                       + (" FOR UPDATE" if self.is_postgres else ""))
+        row = cursor.fetchone()
+        last = row[0] if row else 0
+        now = to_micros_now()  # read once the lock is held: no earlier writer can stamp later
+        stamps, stored = [], []
+        for events in documents:
+            last = max(now, last + 1)
+            stamps.append(last)
+            stored.extend(self.mapper.stamped(event, last) for event in events)
+        if self.is_postgres:
+            # The recorder's insert takes the EXCLUSIVE table lock first (notification ids in
+            # commit order), NOTIFYs listeners on commit, and inserts every event in one statement.
+            self.recorder._insert_stored_events(cursor.raw, stored)
+        else:
+            self.recorder._insert_events(_Cursor(cursor), stored)
+        cursor.execute(
+            "INSERT INTO tollbook_clock (id, last_recorded_at) VALUES (1, ?) "
+            "ON CONFLICT (id) DO UPDATE SET last_recorded_at = excluded.last_recorded_at",
+            (last,),
+        )
         return stamps
 
     def track(self, cursor: Any, projection: str, position: int) -> None:
