@@ -200,7 +200,7 @@ def raw(db: str, scratch: str, path: str) -> dict:
         made = [(type(e), {name: getattr(e, name) for name in e.model_fields_set}) for e in decoded_events]
         start = time.perf_counter()
         for model, values in made:
-            mapper.stamped(model(**values), 1)
+            mapper.row(model(**values), 1)
         events_seconds += time.perf_counter() - start
 
     # The rebuild floor: the read models' rows written.

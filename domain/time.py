@@ -59,4 +59,11 @@ def format_instant(moment: datetime | int | None) -> str | None:
 
 def normalize_day(text: str) -> str:
     """An incident's date as ``YYYY-MM-DD``: a bare date stays, a timestamp is taken in UTC."""
+    if isinstance(text, str) and _DATE.fullmatch(text):
+        # The usual case, checked once when parsed and again by each event that carries it.
+        try:
+            date.fromisoformat(text)
+            return text
+        except ValueError:
+            pass  # parse_instant says what is wrong
     return format_instant(parse_instant(text))[:10]

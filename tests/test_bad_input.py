@@ -245,6 +245,22 @@ def test_bare_date_and_offsets_are_accepted(book):
     assert "A" in book.tally(known_at="2024-01-03T00:00:00Z")["rows"][0]["sources"]
 
 
+def test_incident_dates_are_days(book, db_path):
+    """occurred_from/to keep a bare date as it is, take a timestamp's day in UTC, and name an
+    impossible date or a value that is not a date."""
+    result = book.ingest([json.dumps({"kind": "incident", "incident_id": "d1", "occurred_from": "2024-02-29",
+                                      "occurred_to": "2024-03-01T01:00:00+02:00"})])
+    assert (result.accepted, result.rejected) == (1, [])
+    [defined] = [e for e in stored_events(db_path) if e["topic"] == "domain.incident:IncidentDefined"]
+    assert (defined["state"]["fields"]["occurred_from"], defined["state"]["fields"]["occurred_to"]) == (
+        "2024-02-29", "2024-02-29")
+    for value, message in [("2023-02-29", "not a valid date: '2023-02-29'"),
+                           ("2024-13-01", "not a valid date: '2024-13-01'"),
+                           (20240101, "must be an RFC 3339 timestamp or a date")]:
+        result = book.ingest([json.dumps({"kind": "incident", "incident_id": "d2", "occurred_from": value})])
+        assert [r.error for r in result.rejected] == [f"occurred_from: {message}"]
+
+
 def test_lowercase_z_is_accepted(book):
     # RFC 3339 5.6: "Z" may be lower case; domain/time.py's zone pattern means to accept it.
     book.ingest([json.dumps(d) for d in SETUP])

@@ -22,7 +22,6 @@ from uuid import UUID
 import orjson
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking, Transcoder
-from eventsourcing.sqlite import SQLiteProcessRecorder
 from eventsourcing.utils import get_topic, resolve_topic
 from domain.time import from_micros, to_micros
 
@@ -47,40 +46,21 @@ class PydanticMapper(Mapper):
     """Events are stored as their JSON dump; loading validates them again through the model."""
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
-        return self.stamped(domain_event, None)
+        return StoredEvent(*self.row(domain_event, None))
 
-    def stamped(self, event: BaseModel, recorded_at: int | None) -> StoredEvent:
+    def row(self, event: BaseModel, recorded_at: int | None) -> tuple[UUID, int, str, bytes]:
+        """The event as the store keeps it: originator id and version, topic, JSON state."""
         # pydantic writes the JSON itself (a dict in between was most of the cost of saving);
         # the store's clock goes in as the last member, in microseconds.
         state = event.__pydantic_serializer__.to_json(event, exclude_unset=True, exclude=_CLOCK)
         if recorded_at is not None:
             state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
-        return StoredEvent(
-            originator_id=event.originator_id,
-            originator_version=event.originator_version,
-            topic=get_topic(type(event)),
-            state=state,
-        )
+        return event.originator_id, event.originator_version, get_topic(type(event)), state  # type: ignore[attr-defined]
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         state = self.transcoder.decode(stored_event.state)
         state["timestamp"] = from_micros(state["timestamp"])
         return resolve_topic(stored_event.topic)(**state)
-
-
-class FastSQLiteRecorder(SQLiteProcessRecorder):
-    """Inserts a batch with executemany: under the write lock SQLite hands out consecutive
-    rowids, so the notification ids are in commit order without a round trip per event."""
-
-    def _insert_events(self, c, stored_events, **kwargs):  # type: ignore[override]
-        c.executemany(
-            self.insert_events_statement,
-            [(s.originator_id.hex, s.originator_version, s.topic, s.state) for s in stored_events],
-        )
-        tracking = kwargs.get("tracking")
-        if tracking is not None:
-            self._insert_tracking(c, tracking)
-        return None
 
 
 CONFLICTS = (IntegrityError, sqlite3.IntegrityError)
@@ -125,7 +105,6 @@ class Location:
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "30",
             "ORIGINATOR_ID_TYPE": "uuid",
-            "PROCESS_RECORDER_TOPIC": get_topic(FastSQLiteRecorder),
         }
 
 
@@ -299,17 +278,21 @@ class EventStore:
         row = cursor.fetchone()
         last = row[0] if row else 0
         now = to_micros_now()  # read once the lock is held: no earlier writer can stamp later
-        stamps, stored = [], []
+        stamps, rows = [], []
+        row = self.mapper.row
         for events in documents:
             last = max(now, last + 1)
             stamps.append(last)
-            stored.extend(self.mapper.stamped(event, last) for event in events)
+            rows += [row(event, last) for event in events]
         if self.is_postgres:
             # The recorder's insert takes the EXCLUSIVE table lock first (notification ids in
             # commit order), NOTIFYs listeners on commit, and inserts every event in one statement.
-            self.recorder._insert_stored_events(cursor.raw, stored)
+            self.recorder._insert_stored_events(cursor.raw, [StoredEvent(*r) for r in rows])
         else:
-            self.recorder._insert_events(_Cursor(cursor), stored)
+            # Under the write lock SQLite hands out consecutive rowids: the notification ids are
+            # in commit order without a round trip per event.
+            cursor.executemany(self.recorder.insert_events_statement,
+                               [(i.hex, version, topic, state) for i, version, topic, state in rows])
         cursor.execute(
             "INSERT INTO tollbook_clock (id, last_recorded_at) VALUES (1, ?) "
             "ON CONFLICT (id) DO UPDATE SET last_recorded_at = excluded.last_recorded_at",
@@ -380,9 +363,6 @@ class _Cursor:
 
     def execute(self, *args: Any) -> None:
         self.raw.execute(*args)
-
-    def executemany(self, *args: Any) -> None:
-        self.raw.executemany(*args)
 
     def fetchone(self) -> Any:
         return self.raw.fetchone()
