@@ -1,10 +1,11 @@
 """Bulk ingest: many documents per transaction, each document still all-or-nothing.
 
 Each document is parsed and decided on its own (a bad one is rejected with its line and
-nothing of it kept); the events of the accepted ones are saved together, a batch at a time.
-If another writer changed an aggregate the batch depends on, the store refuses the whole
-batch; its documents are then decided again on fresh state and saved one by one, each retried
-a bounded number of times before it is refused in one line.
+nothing of it kept); the events of the accepted ones are saved together, a batch at a time,
+written behind while the next batch is decided. If another writer changed an aggregate a
+batch depends on, the store refuses the whole batch; its documents, and those decided on top
+of it, are then decided again on fresh state and saved one by one, each retried a bounded
+number of times before it is refused in one line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -54,18 +56,22 @@ class IngestResult:
 @dataclass
 class _Decided:
     line: int
-    command: Command
+    source: Any  # the document as given: parsed again if it must be decided again
+    command: Command | None  # until decided: a batch keeps its documents small
     content_hash: str
-    events: list[DomainEvent] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)  # until saved
     rejected: str | None = None
+    changes: bool = False
 
 
 class Ingestor:
     """Feeds documents into one store for one editor.
 
     Documents are read ahead ``prefetch_documents`` at a time (what they read is loaded in a
-    few queries) and saved ``batch_events`` at a time, one transaction each, whose commit runs
-    behind while the next batch is decided."""
+    few queries) and saved ``batch_events`` at a time, one transaction each. A batch is
+    written behind: a background thread inserts and commits it while the next one is decided
+    on the state it leaves. If it conflicts, it and the documents decided since are decided
+    again and saved one by one."""
 
     # Big transactions: each commit writes every index page its events touched (ids are random)
     # and syncs, so its cost hardly depends on how many events it holds.
@@ -80,9 +86,13 @@ class Ingestor:
         # Aggregates as last saved or loaded; safe to keep because a stale entry only
         # makes the store refuse the batch, and then the cache is dropped.
         self._cache: dict[UUID, Any] = {}
-        self._pending: dict[UUID, Any] = {}
-        self._batch: list[_Decided] = []  # decided, not yet saved
+        self._pending: dict[UUID, Any] = {}  # what the batch being decided changes
+        self._batch: list[_Decided] = []
         self._batch_events = 0
+        # The batch being written behind, its recorded_at stamps, and what it changes (kept
+        # apart from the cache, which may be emptied before the batch is stored).
+        self._writing: tuple[list[_Decided], list[int]] | None = None
+        self._written: dict[UUID, Any] = {}
 
     def ingest(self, lines: Iterable[Any], result: IngestResult | None = None, *,
                numbered: bool = False) -> IngestResult:
@@ -100,14 +110,17 @@ class Ingestor:
                     except BadDocument as error:
                         result.rejected.append(Rejection(number, str(error)))
                         continue
-                    parsed.append(_Decided(number, command, content_hash))
+                    parsed.append(_Decided(number, line, command, content_hash))
                     if len(parsed) >= self.prefetch_documents:
                         self._run(parsed, result)
                         parsed = []
                 self._run(parsed, result)
                 self._save(result)
-            finally:
-                self.store.settle()  # nothing is accepted before it is on disk
+                self._land(result)  # nothing is accepted before it is on disk
+            except BaseException:
+                with suppress(Exception):  # the batch being written is stored whole or not at all
+                    self.store.settle()
+                raise
             # Let go of what only this ingest needed while the collector is still off: back on
             # (and at the process's exit) it would walk all of it once more.
             self._cache.clear()
@@ -130,7 +143,7 @@ class Ingestor:
         (one query per aggregate is what made bulk ingest slow)."""
         everything = [reads(decided.command, decided.content_hash) for decided in parsed]
         if len(self._cache) + sum(map(len, everything)) > self.cache_size:
-            self._forget()
+            self._cache.clear()
         # Receipts first: a document already received reads nothing else (a repeated import).
         self._load_many(dict(found[0] for found in everything))
         rest: dict[UUID, Evolve] = {}
@@ -140,7 +153,8 @@ class Ingestor:
         self._load_many(rest)
 
     def _load_many(self, aggregates: dict[UUID, Evolve]) -> None:
-        wanted = {k: v for k, v in aggregates.items() if k not in self._cache and k not in self._pending}
+        wanted = {k: v for k, v in aggregates.items()
+                  if k not in self._cache and k not in self._pending and k not in self._written}
         if not wanted:
             return
         found = self.store.events_of_many(list(wanted))
@@ -153,69 +167,105 @@ class Ingestor:
     def _load(self, aggregate_id: UUID, evolve: Evolve) -> Any:
         state = self._pending.get(aggregate_id, _ABSENT)
         if state is _ABSENT:
+            state = self._written.get(aggregate_id, _ABSENT)
+        if state is _ABSENT:
             state = self._cache.get(aggregate_id, _ABSENT)
         if state is _ABSENT:
             state = None
             for event in self.store.events_of(aggregate_id):
                 state = evolve(state, event)
             if len(self._cache) >= self.cache_size:
-                self._forget()
+                self._cache.clear()
             self._cache[aggregate_id] = state
         return state
 
-    def _forget(self) -> None:
-        """Empties the cache. The last batch's commit may still be running, and until it ends
-        the store reads as before it: only the cache knows that batch's changes."""
-        self.store.settle()
-        self._cache.clear()
-
     def _append(self, batch: list[_Decided]) -> list[int]:
-        """Saves the batch's events; on a conflict decides again on fresh state, after a short
-        random pause (so racing writers stop colliding), a bounded number of times. A batch of
-        several documents that conflicts is split: each document is decided and saved on its
-        own, so one contended record does not hold back the rest."""
+        """Saves the batch's events now; on a conflict decides again on fresh state, after a
+        short random pause (so racing writers stop colliding), a bounded number of times. A
+        batch of several documents that conflicts is saved one by one, so one contended record
+        does not hold back the rest."""
         for attempt in range(self.max_retries + 1):
             accepted = [d for d in batch if d.events]
             try:
-                return self.store.append([d.events for d in accepted], commit_behind=True) if accepted else []
+                return self.store.append([d.events for d in accepted]) if accepted else []
             except Conflict:
                 self._cache.clear()
                 self._pending.clear()
             if len(batch) > 1:
-                stamps: list[int] = []
-                for d in batch:
-                    stamps += self._append([self._decide(d)])
-                    self._cache.update(self._pending)
-                    self._pending.clear()
-                return stamps
+                return self._one_by_one(batch)
             if attempt < self.max_retries:
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))
                 self._decide(batch[0])
         batch[0].events, batch[0].rejected = [], "another writer kept changing the same records; try again"
         return []
 
+    def _one_by_one(self, batch: list[_Decided]) -> list[int]:
+        stamps: list[int] = []
+        for d in batch:
+            stamps += self._append([self._decide(d)])
+            self._cache.update(self._pending)
+            self._pending.clear()
+        return stamps
+
     def _decide(self, decided: _Decided) -> _Decided:
         unit = Unit(self._load, self.recorded_by)
+        command, decided.command = decided.command or parse(decided.source)[0], None
         try:
-            handle(decided.command, decided.content_hash, unit)
+            handle(command, decided.content_hash, unit)
         except Rejected as rejected:
             decided.rejected, decided.events = str(rejected), []
         else:
             decided.rejected, decided.events = None, unit.events
             self._pending.update(unit.changed)
+        decided.changes = bool(decided.events)
         return decided
 
     def _save(self, result: IngestResult) -> None:
+        """Writes the decided batch behind, once the one before it is stored."""
+        self._land(result)
         batch, self._batch, self._batch_events = self._batch, [], 0
-        stamps = self._append(batch)
+        accepted = [d.events for d in batch if d.events]
+        try:
+            stamps = self.store.append(accepted, write_behind=True) if accepted else []
+        except Conflict:
+            self._decide_again(batch, result)
+            return
+        for d in batch:
+            d.events = []  # written down as rows
+        self._writing = batch, stamps
+        self._written.update(self._pending)
+        self._pending.clear()
+
+    def _land(self, result: IngestResult) -> None:
+        """Waits for the batch being written behind and counts its documents; if another
+        writer got to one of its records first, decides it again with the documents decided
+        on top of it."""
+        if self._writing is None:
+            return
+        (batch, stamps), self._writing = self._writing, None
+        try:
+            self.store.settle()
+        except Conflict:
+            self._written.clear()
+            later, self._batch, self._batch_events = self._batch, [], 0
+            self._decide_again(batch + later, result)
+            return
+        self._cache.update(self._written)
+        self._written.clear()
+        self._count(batch, stamps, result)
+
+    def _decide_again(self, batch: list[_Decided], result: IngestResult) -> None:
+        self._cache.clear()
+        self._pending.clear()
+        self._count(batch, self._one_by_one(batch), result)
+
+    def _count(self, batch: list[_Decided], stamps: list[int], result: IngestResult) -> None:
         if stamps:
             result.last_recorded_at = stamps[-1]
-        self._cache.update(self._pending)
-        self._pending.clear()
         for d in batch:
             if d.rejected:
                 result.rejected.append(Rejection(d.line, d.rejected))
-            elif d.events:
+            elif d.changes:
                 result.accepted += 1
             else:
                 result.unchanged += 1

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, _env, log_table, sql, stored_events, strip_recorded
+from conftest import ROOT, _env, is_postgres, log_table, sql, stored_events, strip_recorded
 
 WRITERS = 3
 CORRECTIONS = 10  # per writer and claim, one document per transaction
@@ -178,6 +178,39 @@ def test_two_editors_correcting_one_claim_at_the_same_moment(db_path):
         entries = ana.history(incident="shared")["claims"][0]["entries"]
         assert [e["reason"] for e in entries] == [None, "bo: high was 100", "ana: typed 1 for 7", "bo: high is 20"]
         assert ana.tally(incident="shared")["rows"][0]["high"] == 20
+
+
+def test_a_batch_written_behind_that_lost_is_decided_again_with_what_was_decided_on_it(db_path):
+    """ana's ingest writes each batch behind while deciding the next on top of it. bo's
+    correction of the shared claim is stored after ana decided her first batch: that batch is
+    refused when it is written, and so it and the batch decided on it are decided again, one
+    document at a time, on fresh state; ana's later correction of the same claim lands on top."""
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        assert ana.ingest(setup_documents(1)).accepted == 1
+        save, saves, behind = ana.store.append, [], []
+
+        def bo_saves_first(documents, **options):
+            if not saves:
+                assert bo.ingest([correction("shared", "bo: high was 100", 1, high=100)]).accepted == 1
+            saves.append(len(documents))
+            behind.append(options.get("write_behind", False))
+            return save(documents, **options)
+
+        ana.store.append = bo_saves_first
+        result = ana.ingest([correction("shared", "ana: typed 1 for 7", 7), correction("own-0", "ana: 8", 8),
+                             correction("shared", "ana: typed 7 for 9", 9)], batch_events=1, prefetch_documents=1)
+        assert (result.accepted, result.rejected) == (3, [])
+        # The first batch, refused when written; then on SQLite the first two documents again,
+        # one at a time, at once, and the third written behind. PostgreSQL writes at once (it
+        # refuses the first batch before the second is decided).
+        assert saves == [1, 1, 1, 1]
+        assert behind == ([True, False, True, True] if is_postgres(db_path) else [True, False, False, True])
+        entries = bo.history(incident="shared")["claims"][0]["entries"]
+        assert [(e["reason"], e["low"], e["high"]) for e in entries] == [
+            (None, 1, 1000), ("bo: high was 100", 1, 100), ("ana: typed 1 for 7", 7, 100), ("ana: typed 7 for 9", 9, 100)]
+        assert [e["reason"] for e in bo.history(incident="own-0")["claims"][0]["entries"]] == [None, "ana: 8"]
 
 
 def test_a_writer_that_keeps_losing_is_told_in_one_line(db_path, monkeypatch):

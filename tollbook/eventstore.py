@@ -114,8 +114,8 @@ class EventStore:
     def __init__(self, location: Location):
         self.location = location
         self.is_postgres = location.is_postgres
-        self._committer: ThreadPoolExecutor | None = None
-        self._committing: Future[None] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future[None] | None = None
         env = location.environment()
         if self.is_postgres:
             self._open_postgres(env)
@@ -154,8 +154,8 @@ class EventStore:
         try:
             self.settle()
         finally:
-            if self._committer is not None:
-                self._committer.shutdown()
+            if self._writer is not None:
+                self._writer.shutdown()
             self.app.close()
 
     # -- reading aggregates -------------------------------------------------------------
@@ -212,7 +212,7 @@ class EventStore:
         """SQLite: a cursor in a new transaction, and the function that ends it (commit or roll
         back) and gives its connection back to the pool."""
         if write:
-            self.settle()  # a write waits for the commit still running behind the last one
+            self.settle()  # a write waits for the batch still being written behind
         checkout = self.recorder.datastore.get_connection(commit=write)
         connection = checkout.__enter__()
         cursor = connection.cursor().sqlite_cursor
@@ -237,46 +237,62 @@ class EventStore:
             raise
         return cursor, end
 
-    def append(self, documents: Sequence[Sequence[DomainEvent]], *, commit_behind: bool = False) -> list[int]:
+    def append(self, documents: Sequence[Sequence[DomainEvent]], *, write_behind: bool = False) -> list[int]:
         """Saves every document's events in one transaction; returns each document's
         ``recorded_at`` (microseconds), strictly increasing. Raises :class:`Conflict` if another
         writer got to one of the aggregates first: then nothing of the batch is stored.
 
-        ``commit_behind`` (SQLite): return once the events are written, while the commit, the
-        sync to disk, runs in a background thread; the caller decides its next batch meanwhile.
-        The store's next write waits for it, and :meth:`settle` does (raising what it raised):
-        nothing is durable before then. A conflict is found when the events are written, never
-        by the commit (the write lock is held from the start)."""
+        ``write_behind`` (SQLite): the events are stamped and serialized here, under the write
+        lock; a background thread inserts and commits them while the caller goes on. Nothing
+        of the batch is stored until :meth:`settle` returns (the store's next write settles
+        too), and then all of it; a :class:`Conflict` may only be raised there."""
+        if not documents:
+            return []
         try:
-            if self.is_postgres or not commit_behind:
+            if self.is_postgres or not write_behind:
                 with self.transaction() as cursor:
-                    return self._stamp_and_insert(cursor, documents)
+                    stamps, rows = self._stamp(cursor, documents)
+                    self._insert(cursor, rows, stamps[-1])
+                return stamps
             cursor, end = self._begin(write=True, durable=True)
             try:
-                stamps = self._stamp_and_insert(cursor, documents)
+                stamps, rows = self._stamp(cursor, documents)
             except BaseException:
                 end(commit=False)
                 raise
-            if self._committer is None:
-                self._committer = ThreadPoolExecutor(1, thread_name_prefix="tollbook-commit")
-            self._committing = self._committer.submit(end, commit=True)
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="tollbook-write-behind")
+            self._writing = self._writer.submit(self._write_behind, cursor, end, rows, stamps[-1])
             return stamps
         except CONFLICTS as error:
             raise Conflict(str(error)) from error
 
-    def settle(self) -> None:
-        """Waits for a commit left running by ``append(commit_behind=True)``; raises its error."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            committing.result()
+    def _write_behind(self, cursor: sqlite3.Cursor, end: Callable[..., None], rows: list[tuple], last: int) -> None:
+        try:
+            self._insert(cursor, rows, last)
+        except BaseException:
+            end(commit=False)
+            raise
+        end(commit=True)
 
-    def _stamp_and_insert(self, cursor: Any, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
+    def settle(self) -> None:
+        """Waits for the batch ``append(write_behind=True)`` left being written; raises what
+        writing it raised (:class:`Conflict` if another writer got to one of its aggregates)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            try:
+                writing.result()
+            except CONFLICTS as error:
+                raise Conflict(str(error)) from error
+
+    def _stamp(self, cursor: Any, documents: Sequence[Sequence[DomainEvent]]) -> tuple[list[int], list[tuple]]:
+        """Each document's recorded_at, and its events as stored rows stamped with it."""
         # On PostgreSQL the clock's row lock serializes writers: recorded_at increases in commit
         # order (SQLite's BEGIN IMMEDIATE already did).
         cursor.execute("SELECT last_recorded_at FROM tollbook_clock WHERE id = 1"
                        + (" FOR UPDATE" if self.is_postgres else ""))
-        row = cursor.fetchone()
-        last = row[0] if row else 0
+        found = cursor.fetchone()
+        last = found[0] if found else 0
         now = to_micros_now()  # read once the lock is held: no earlier writer can stamp later
         stamps, rows = [], []
         row = self.mapper.row
@@ -284,21 +300,28 @@ class EventStore:
             last = max(now, last + 1)
             stamps.append(last)
             rows += [row(event, last) for event in events]
+        return stamps, rows
+
+    def _insert(self, cursor: Any, rows: list[tuple], last: int) -> None:
         if self.is_postgres:
             # The recorder's insert takes the EXCLUSIVE table lock first (notification ids in
             # commit order), NOTIFYs listeners on commit, and inserts every event in one statement.
             self.recorder._insert_stored_events(cursor.raw, [StoredEvent(*r) for r in rows])
         else:
-            # Under the write lock SQLite hands out consecutive rowids: the notification ids are
-            # in commit order without a round trip per event.
-            cursor.executemany(self.recorder.insert_events_statement,
-                               [(i.hex, version, topic, state) for i, version, topic, state in rows])
+            # Many rows a statement: one step of SQLite's, which lets go of Python's lock while
+            # it writes (executemany takes the lock back after every row, and a busy main thread
+            # makes it wait each time). Under the write lock SQLite hands out consecutive
+            # rowids: the notification ids are in commit order.
+            per = min(8192, cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4)
+            for start in range(0, len(rows), per):
+                chunk = rows[start:start + per]
+                cursor.execute(f"INSERT INTO {self.events_table} VALUES {', '.join(['(?, ?, ?, ?)'] * len(chunk))}",
+                               [value for i, version, topic, state in chunk for value in (i.hex, version, topic, state)])
         cursor.execute(
             "INSERT INTO tollbook_clock (id, last_recorded_at) VALUES (1, ?) "
             "ON CONFLICT (id) DO UPDATE SET last_recorded_at = excluded.last_recorded_at",
             (last,),
         )
-        return stamps
 
     def track(self, cursor: Any, projection: str, position: int) -> None:
         """Advances a projection's position in the transaction that wrote its rows."""
