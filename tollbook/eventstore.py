@@ -243,9 +243,9 @@ class EventStore:
         writer got to one of the aggregates first: then nothing of the batch is stored.
 
         ``write_behind`` (SQLite): the events are stamped and serialized here, under the write
-        lock; a background thread inserts and commits them while the caller goes on. Nothing
-        of the batch is stored until :meth:`settle` returns (the store's next write settles
-        too), and then all of it; a :class:`Conflict` may only be raised there."""
+        lock; a background thread inserts and commits them while the caller goes on. The batch
+        is stored whole or not at all, and known to be stored once :meth:`settle` returns (the
+        store's next write settles first); a :class:`Conflict` is raised there, not here."""
         if not documents:
             return []
         try:
