@@ -204,7 +204,7 @@ def raw(db: str, scratch: str, path: str) -> dict:
         events_seconds += time.perf_counter() - start
 
     # The rebuild floor: the read models' rows written.
-    target = _scratch(scratch, "synchronous=OFF", "cache_size=-65536")
+    target = _scratch(scratch, "synchronous=NORMAL", "cache_size=-65536")
     tables = source.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name LIKE 'tb\\_%' ESCAPE '\\'"
                             " ORDER BY name").fetchall()
     table_indexes = [row[0] for row in source.execute(

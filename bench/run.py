@@ -528,7 +528,7 @@ def HOW(o: argparse.Namespace, pg_events: int) -> list[str]:
         "serialized as the store serializes it, then the raw insert above. Its ratio to the raw insert is the "
         "best any single-threaded ingest on this stack could reach. **the read models' rows written raw**: every "
         "row of the projections' tables as the rebuild left them, inserted with `executemany` into the same "
-        "tables in one transaction (`synchronous=OFF` as the projections write), their indexes made at the end; "
+        "tables in one transaction (`synchronous=NORMAL` as the projections write), their indexes made at the end; "
         "with the raw read it is what any rebuild of these read models must at least cost.",
         f"**queries** go through `tollbook.api.Tollbook` in one process (each call first checks the projections "
         f"are up to date, as the API does), one untimed warm-up call each, then {o.samples} samples "

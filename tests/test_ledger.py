@@ -112,6 +112,23 @@ def test_bulk_ingest_saves_each_document_once_in_small_batches(stores, monkeypat
     assert stored == event_count(whole)
 
 
+def test_projection_writes_cannot_cost_the_log_its_durability(tmp_path):
+    """The projections share the SQLite file with the event log. Their writes may skip the sync
+    at commit (NORMAL), but never the syncs that keep the file whole (OFF would let a checkpoint
+    on their connection move the log's pages into the file unsynced, and a power cut then
+    corrupt the log). The log's own writes sync at every commit (FULL)."""
+    from tollbook.eventstore import open_store
+
+    store = open_store(str(tmp_path / "sync.db"))
+    try:
+        for durable, level in ((True, 2), (False, 1)):  # FULL, NORMAL
+            with store.transaction(durable=durable) as cursor:
+                cursor.execute("PRAGMA synchronous")
+                assert cursor.fetchone()[0] == level
+    finally:
+        store.close()
+
+
 def test_as_of_includes_the_instant_recorded(book):
     book.ingest(SEED.open("rb"))
     entry = book.history(incident=ABDEEN)["claims"][0]["entries"][0]

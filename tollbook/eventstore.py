@@ -227,7 +227,10 @@ class EventStore:
 
         try:
             if write:
-                cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
+                # Not durable: a power cut may take back the last commits, never the file, so
+                # the log that shares it stays safe (OFF could leave it corrupt: a checkpoint
+                # would not sync the pages it moves into the file before the WAL is reused).
+                cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
                 # Writes land all over the indexes (ids are random): in SQLite's default 2 MB
                 # page cache a big batch evicts index pages and writes them again.
                 cursor.execute("PRAGMA cache_size = -65536")  # KiB
