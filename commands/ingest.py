@@ -23,7 +23,7 @@ from commands.handlers import Evolve, Unit, handle, reads
 from domain import ids
 from domain.errors import Rejected
 from domain.events import DomainEvent
-from tollbook.eventstore import Conflict, EventStore
+from tollbook.eventstore import Conflict, EventStore, Writing
 from tollbook.memory import without_cycle_collection
 
 _ABSENT = object()
@@ -68,10 +68,10 @@ class Ingestor:
     """Feeds documents into one store for one editor.
 
     Documents are read ahead ``prefetch_documents`` at a time (what they read is loaded in a
-    few queries) and saved ``batch_events`` at a time, one transaction each. A batch is
-    written behind: a background thread inserts and commits it while the next one is decided
-    on the state it leaves. If it conflicts, it and the documents decided since are decided
-    again and saved one by one."""
+    few queries) and saved about ``batch_events`` at a time (a document is never split), one
+    transaction each. On SQLite a batch is written behind: a background thread inserts and
+    commits it while the next one is decided on the state it leaves. If it conflicts, it and
+    the documents decided since are decided again and saved one by one."""
 
     # Big transactions: each commit writes every index page its events touched (ids are random)
     # and syncs, so its cost hardly depends on how many events it holds.
@@ -83,15 +83,16 @@ class Ingestor:
         self.batch_events = batch_events
         self.cache_size = cache_size
         self.max_retries = max_retries
-        # Aggregates as last saved or loaded; safe to keep because a stale entry only
-        # makes the store refuse the batch, and then the cache is dropped.
+        # Aggregates as last saved or loaded. A stale entry of one a batch writes makes the
+        # store refuse the batch (and then the cache is dropped); one only read (that an
+        # incident exists, a claim's figures for revise="changed") is trusted as loaded.
         self._cache: dict[UUID, Any] = {}
         self._pending: dict[UUID, Any] = {}  # what the batch being decided changes
         self._batch: list[_Decided] = []
         self._batch_events = 0
-        # The batch being written behind, its recorded_at stamps, and what it changes (kept
-        # apart from the cache, which may be emptied before the batch is stored).
-        self._writing: tuple[list[_Decided], list[int]] | None = None
+        # The batch being written behind, and what it changes (kept apart from the cache,
+        # which may be emptied before the batch is stored).
+        self._writing: tuple[list[_Decided], Writing] | None = None
         self._written: dict[UUID, Any] = {}
 
     def ingest(self, lines: Iterable[Any], result: IngestResult | None = None, *,
@@ -118,8 +119,12 @@ class Ingestor:
                 self._save(result)
                 self._land(result)  # nothing is accepted before it is on disk
             except BaseException:
-                with suppress(Exception):  # the batch being written is stored whole or not at all
-                    self.store.settle()
+                if self._writing is not None:
+                    with suppress(Exception):  # the batch being written is stored whole or not at all
+                        self._writing[1].settle()
+                self._writing, self._batch, self._batch_events = None, [], 0
+                self._written.clear()
+                self._pending.clear()
                 raise
             # Let go of what only this ingest needed while the collector is still off: back on
             # (and at the process's exit) it would walk all of it once more.
@@ -225,14 +230,13 @@ class Ingestor:
         self._land(result)
         batch, self._batch, self._batch_events = self._batch, [], 0
         accepted = [d.events for d in batch if d.events]
-        try:
-            stamps = self.store.append(accepted, write_behind=True) if accepted else []
-        except Conflict:
-            self._decide_again(batch, result)
+        if not accepted:  # nothing to write: documents unchanged or rejected
+            self._count(batch, [], result)
             return
+        writing = self.store.write_behind(accepted)
         for d in batch:
             d.events = []  # written down as rows
-        self._writing = batch, stamps
+        self._writing = batch, writing
         self._written.update(self._pending)
         self._pending.clear()
 
@@ -242,17 +246,19 @@ class Ingestor:
         on top of it."""
         if self._writing is None:
             return
-        (batch, stamps), self._writing = self._writing, None
+        batch, writing = self._writing
         try:
-            self.store.settle()
+            writing.settle()
         except Conflict:
+            self._writing = None
             self._written.clear()
             later, self._batch, self._batch_events = self._batch, [], 0
             self._decide_again(batch + later, result)
             return
+        self._writing = None
         self._cache.update(self._written)
         self._written.clear()
-        self._count(batch, stamps, result)
+        self._count(batch, writing.stamps, result)
 
     def _decide_again(self, batch: list[_Decided], result: IngestResult) -> None:
         self._cache.clear()

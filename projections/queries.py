@@ -142,7 +142,7 @@ _MAX_IDS = 10_000
 
 def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
     """The incidents that merges pool together, in lists of about ``size`` ids, each pool whole
-    (so a list can exceed ``size``, and even ``_MAX_IDS``: one pool of that many incidents)."""
+    (so a list can exceed ``size``, and even ``_MAX_IDS``: then it is read by a scan)."""
     members: dict[str, list[str]] = defaultdict(list)
     for merged, target in canonical.items():
         members[target].append(merged)

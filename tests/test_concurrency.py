@@ -19,6 +19,7 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -147,15 +148,18 @@ def test_two_editors_correcting_one_claim_at_the_same_moment(db_path):
 
     with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
         assert ana.ingest(setup_documents(0)).accepted == 1
-        save, saves, bo_first = ana.store.append, [], []
+        saves, bo_first = [], []
 
-        def bo_saves_first(documents, **options):
-            while bo_first:
-                assert bo.ingest([bo_first.pop()]).accepted == 1
-            saves.append(len(documents))
-            return save(documents, **options)
+        def bo_saves_first(save):
+            def saving(documents):
+                while bo_first:
+                    assert bo.ingest([bo_first.pop()]).accepted == 1
+                saves.append(len(documents))
+                return save(documents)
+            return saving
 
-        ana.store.append = bo_saves_first
+        ana.store.append = bo_saves_first(ana.store.append)
+        ana.store.write_behind = bo_saves_first(ana.store.write_behind)
         # Still applies: both corrections are kept, bo's first.
         bo_first.append(correction("shared", "bo: high was 100", 1, high=100))
         result = ana.ingest([correction("shared", "ana: typed 1 for 7", 7)])
@@ -189,49 +193,155 @@ def test_a_batch_written_behind_that_lost_is_decided_again_with_what_was_decided
 
     with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
         assert ana.ingest(setup_documents(1)).accepted == 1
-        save, saves, behind = ana.store.append, [], []
+        saves = []
 
-        def bo_saves_first(documents, **options):
-            if not saves:
-                assert bo.ingest([correction("shared", "bo: high was 100", 1, high=100)]).accepted == 1
-            saves.append(len(documents))
-            behind.append(options.get("write_behind", False))
-            return save(documents, **options)
+        def bo_saves_first(save):
+            def saving(documents):
+                if not saves:
+                    assert bo.ingest([correction("shared", "bo: high was 100", 1, high=100)]).accepted == 1
+                saves.append(save.__name__)
+                return save(documents)
+            return saving
 
-        ana.store.append = bo_saves_first
+        ana.store.append = bo_saves_first(ana.store.append)
+        ana.store.write_behind = bo_saves_first(ana.store.write_behind)
         result = ana.ingest([correction("shared", "ana: typed 1 for 7", 7), correction("own-0", "ana: 8", 8),
                              correction("shared", "ana: typed 7 for 9", 9)], batch_events=1, prefetch_documents=1)
         assert (result.accepted, result.rejected) == (3, [])
-        # The first batch, refused when written; then on SQLite the first two documents again,
-        # one at a time, at once, and the third written behind. PostgreSQL writes at once (it
-        # refuses the first batch before the second is decided).
-        assert saves == [1, 1, 1, 1]
-        assert behind == ([True, False, True, True] if is_postgres(db_path) else [True, False, False, True])
+        # The first batch, refused when written; the first two documents again, one at a time,
+        # at once; then the third, written behind.
+        assert saves == ["write_behind", "append", "append", "write_behind"]
         entries = bo.history(incident="shared")["claims"][0]["entries"]
         assert [(e["reason"], e["low"], e["high"]) for e in entries] == [
             (None, 1, 1000), ("bo: high was 100", 1, 100), ("ana: typed 1 for 7", 7, 100), ("ana: typed 7 for 9", 9, 100)]
         assert [e["reason"] for e in bo.history(incident="own-0")["claims"][0]["entries"]] == [None, "ana: 8"]
 
 
+def _bo_wins_the_first_race(ana, bo, only_on: str | None = None) -> None:
+    """bo stores a correction of the shared claim just before ana's first batch is written
+    (on the thread called ``only_on``, if given)."""
+    write_behind, raced = ana.store.write_behind, []
+
+    def saving(documents):
+        if not raced and (only_on is None or threading.current_thread().name == only_on):
+            raced.append(True)
+            assert bo.ingest([correction("shared", "bo", 2)]).accepted == 1
+        return write_behind(documents)
+
+    ana.store.write_behind = saving
+
+
+def reasons(book, incident: str) -> list:
+    return [e["reason"] for e in book.history(incident=incident)["claims"][0]["entries"]]
+
+
+def test_only_the_ingest_that_wrote_a_batch_behind_learns_its_fate(db_path):
+    """Two threads ingest through one store. The first one's batch is refused while it is being
+    written behind; the second one's write must neither take that refusal nor hide it: the first
+    decides its document again and stores it, the second stores its own."""
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        assert ana.ingest(setup_documents(1)).accepted == 1
+        _bo_wins_the_first_race(ana, bo, only_on="first")
+        in_flight, go_on, results = threading.Event(), threading.Event(), {}
+
+        def lines():
+            yield correction("shared", "ana on shared", 7)
+            in_flight.set()  # its batch is being written behind now
+            go_on.wait(10)
+
+        def first():
+            results["first"] = ana.ingest(lines(), batch_events=1, prefetch_documents=1)
+
+        def second():
+            results["second"] = ana.ingest([correction("own-0", "ana on own-0", 8)])
+
+        one = threading.Thread(target=first, name="first")
+        one.start()
+        assert in_flight.wait(10)
+        two = threading.Thread(target=second, name="second")
+        two.start()
+        two.join(10)
+        go_on.set()
+        one.join(10)
+        assert (results["second"].accepted, results["second"].rejected) == (1, [])
+        assert (results["first"].accepted, results["first"].rejected) == (1, [])
+        assert reasons(ana, "shared") == [None, "bo", "ana on shared"]
+        assert reasons(ana, "own-0") == [None, "ana on own-0"]
+
+
+def test_a_query_while_a_batch_is_written_behind_leaves_its_fate_to_the_ingest(db_path):
+    """A tally between two documents (from the documents' iterator) writes the projections
+    while the ingest's refused batch is being written behind: the ingest still decides it
+    again and stores everything."""
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        assert ana.ingest(setup_documents(1)).accepted == 1
+        _bo_wins_the_first_race(ana, bo)
+
+        def lines():
+            yield correction("shared", "ana on shared", 7)
+            ana.tally()
+            yield correction("own-0", "ana on own-0", 8)
+
+        result = ana.ingest(lines(), batch_events=1, prefetch_documents=1)
+        assert (result.accepted, result.rejected) == (2, [])
+        assert reasons(ana, "shared") == [None, "bo", "ana on shared"]
+
+
+def test_an_interrupt_before_a_batch_is_handed_over_leaves_the_store_unlocked(tmp_path, monkeypatch):
+    """Ctrl-C after the batch took the write lock and before the writing thread took it: the
+    transaction is rolled back and the lock let go, for other processes and for this one."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tollbook.api import Tollbook
+
+    db = str(tmp_path / "t.db")
+    with Tollbook(db, editor="ana") as ana:
+        assert ana.ingest(setup_documents(1)).accepted == 1
+
+        def interrupted(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(ThreadPoolExecutor, "submit", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            ana.ingest([correction("shared", "ana", 7)])
+        monkeypatch.undo()
+        other = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert ana.ingest([correction("shared", "ana", 7)]).accepted == 1
+        assert reasons(ana, "shared") == [None, "ana"]
+
+
 def test_a_writer_that_keeps_losing_is_told_in_one_line(db_path, monkeypatch):
     """The retries are bounded: a writer that loses every time gets one line per document. A
     batch that conflicts is split, so each document gets its own retries."""
+    from eventsourcing.persistence import IntegrityError
+
     from tollbook.api import Tollbook
-    from tollbook.eventstore import Conflict, EventStore
+    from tollbook.eventstore import EventStore
 
     with Tollbook(db_path, editor="ana") as ana:
         ana.ingest(setup_documents(1))
         calls = []
 
-        def always_late(self, documents, **options):
-            calls.append(len(documents))
-            raise Conflict("another writer saved first")
+        def always_late(self, cursor, rows, last):
+            calls.append(len(rows))
+            raise IntegrityError("another writer saved first")
 
-        monkeypatch.setattr(EventStore, "append", always_late)
+        monkeypatch.setattr(EventStore, "_insert", always_late)
         result = ana.ingest([correction("shared", "ana: typed 1 for 7", 7), correction("own-0", "ana: 8", 8)])
         monkeypatch.undo()
         assert result.accepted == 0
-        assert calls == [2] + [1] * 9 + [1] * 9  # the batch; then each document: a first try and 8 retries
+        # The batch; then each document (a correction and its receipt): a first try and 8 retries.
+        assert calls == [4] + [2] * 9 + [2] * 9
         assert [str(r) for r in result.rejected] == [
             f"line {line}: another writer kept changing the same records; try again" for line in (1, 2)]
         assert [e["kind"] for e in ana.history(incident="shared")["claims"][0]["entries"]] == ["reported"]

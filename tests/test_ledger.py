@@ -90,15 +90,17 @@ def test_bulk_ingest_saves_each_document_once_in_small_batches(stores, monkeypat
 
     lines = [json.dumps(d) for d in generate(4000, seed=11)]
     saved: list[int] = []
-    append = EventStore.append
 
-    def counting(self, documents, **options):
-        saved.append(len(documents))
-        return append(self, documents, **options)
+    def counting(save):
+        def saving(self, documents):
+            saved.append(len(documents))
+            return save(self, documents)
+        return saving
 
     small, whole = stores.new("small"), stores.new("whole")
     with Tollbook(small, editor="tester") as book:
-        monkeypatch.setattr(EventStore, "append", counting)
+        monkeypatch.setattr(EventStore, "append", counting(EventStore.append))
+        monkeypatch.setattr(EventStore, "write_behind", counting(EventStore.write_behind))
         result = book.ingest(lines, batch_events=400, cache_size=300, prefetch_documents=50)
         monkeypatch.undo()
         stored = event_count(small)  # another connection: everything is committed once ingest returns

@@ -70,8 +70,8 @@ def cli(ctx: click.Context, db: str | None, editor: str | None) -> None:
 @click.argument("file", type=click.File("rb"))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1),
-              help="Events saved a transaction (default 25,000): smaller holds the store's write lock for less "
-                   "time, larger is faster.")
+              help="About how many events to save a transaction (default 25,000; a document is never split): "
+                   "smaller holds the store's write lock for less time, larger is faster.")
 @click.pass_context
 def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
     """Store the JSON Lines documents in FILE ('-' for stdin).

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
@@ -70,6 +71,36 @@ class Conflict(Exception):
     """Another writer saved events of the same aggregate first; decide again on fresh state."""
 
 
+class Writing:
+    """A batch being written behind (:meth:`EventStore.write_behind`): its documents'
+    ``recorded_at`` at once, whether it was stored once settled. Only its owner settles it."""
+
+    def __init__(self, stamps: list[int], future: Future[None]):
+        self.stamps = stamps
+        self._future = future
+
+    def settle(self) -> None:
+        """Waits until the batch is stored; raises :class:`Conflict` if another writer got to
+        one of its aggregates first (then nothing of it is stored)."""
+        try:
+            self._future.result()
+        except CONFLICTS as error:
+            raise Conflict(str(error)) from error
+
+
+def _now(write: Callable[[], object]) -> Future[None]:
+    """``write`` done at once, as a finished future: a conflict is kept for settle, any other
+    error raised here."""
+    future: Future[None] = Future()
+    try:
+        write()
+    except CONFLICTS as error:
+        future.set_exception(error)
+    else:
+        future.set_result(None)
+    return future
+
+
 class Ledger(Application):
     name = "tollbook"
     env: ClassVar[dict[str, str]] = {
@@ -115,7 +146,7 @@ class EventStore:
         self.location = location
         self.is_postgres = location.is_postgres
         self._writer: ThreadPoolExecutor | None = None
-        self._writing: Future[None] | None = None
+        self._last_behind: Future[None] | None = None  # the last batch written behind, whoever's
         env = location.environment()
         if self.is_postgres:
             self._open_postgres(env)
@@ -151,12 +182,9 @@ class EventStore:
             raise pgstore.StoreUnavailable(f"PostgreSQL {pgstore.describe(env)}: {reason}") from None
 
     def close(self) -> None:
-        try:
-            self.settle()
-        finally:
-            if self._writer is not None:
-                self._writer.shutdown()
-            self.app.close()
+        if self._writer is not None:
+            self._writer.shutdown()  # after the batch being written behind, if any
+        self.app.close()
 
     # -- reading aggregates -------------------------------------------------------------
 
@@ -211,21 +239,30 @@ class EventStore:
     def _begin(self, *, write: bool, durable: bool) -> tuple[sqlite3.Cursor, Callable[..., None]]:
         """SQLite: a cursor in a new transaction, and the function that ends it (commit or roll
         back) and gives its connection back to the pool."""
-        if write:
-            self.settle()  # a write waits for the batch still being written behind
+        if write and self._last_behind is not None:
+            wait([self._last_behind])  # the batch still being written behind holds the write lock
         checkout = self.recorder.datastore.get_connection(commit=write)
         connection = checkout.__enter__()
-        cursor = connection.cursor().sqlite_cursor
-        cursor.row_factory = None  # plain tuples: the recorder's sqlite3.Row costs several times more a row
+        cursor: sqlite3.Cursor | None = None
 
         def end(*, commit: bool) -> None:
             try:
-                connection.commit() if commit else connection.rollback()
+                if commit:
+                    try:
+                        connection.commit()
+                    except BaseException:
+                        connection.rollback()  # the connection goes back to the pool with no transaction
+                        raise
+                else:
+                    connection.rollback()
             finally:
-                cursor.close()
+                if cursor is not None:
+                    cursor.close()
                 checkout.__exit__(None, None, None)
 
         try:
+            cursor = connection.cursor().sqlite_cursor
+            cursor.row_factory = None  # plain tuples: the recorder's sqlite3.Row costs several times more a row
             if write:
                 # Not durable: a power cut may take back the last commits, never the file, so
                 # the log that shares it stays safe (OFF could leave it corrupt: a checkpoint
@@ -240,35 +277,50 @@ class EventStore:
             raise
         return cursor, end
 
-    def append(self, documents: Sequence[Sequence[DomainEvent]], *, write_behind: bool = False) -> list[int]:
+    def append(self, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
         """Saves every document's events in one transaction; returns each document's
         ``recorded_at`` (microseconds), strictly increasing. Raises :class:`Conflict` if another
-        writer got to one of the aggregates first: then nothing of the batch is stored.
-
-        ``write_behind`` (SQLite): the events are stamped and serialized here, under the write
-        lock; a background thread inserts and commits them while the caller goes on. The batch
-        is stored whole or not at all, and known to be stored once :meth:`settle` returns (the
-        store's next write settles first); a :class:`Conflict` is raised there, not here."""
-        if not documents:
-            return []
+        writer got to one of the aggregates first: then nothing of the batch is stored."""
         try:
-            if self.is_postgres or not write_behind:
-                with self.transaction() as cursor:
-                    stamps, rows = self._stamp(cursor, documents)
-                    self._insert(cursor, rows, stamps[-1])
-                return stamps
-            cursor, end = self._begin(write=True, durable=True)
-            try:
-                stamps, rows = self._stamp(cursor, documents)
-            except BaseException:
-                end(commit=False)
-                raise
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="tollbook-write-behind")
-            self._writing = self._writer.submit(self._write_behind, cursor, end, rows, stamps[-1])
-            return stamps
+            return self._append(documents)
         except CONFLICTS as error:
             raise Conflict(str(error)) from error
+
+    def _append(self, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
+        if not documents:
+            return []
+        with self.transaction() as cursor:
+            stamps, rows = self._stamp(cursor, documents)
+            self._insert(cursor, rows, stamps[-1])
+        return stamps
+
+    def write_behind(self, documents: Sequence[Sequence[DomainEvent]]) -> Writing:
+        """Saves like :meth:`append`, but on SQLite returns once the events are stamped and
+        serialized (under the write lock), while a background thread inserts and commits them:
+        the caller decides its next batch meanwhile, and settles the returned
+        :class:`Writing` to learn whether the batch was stored (whole) or refused (a conflict).
+        The store's next write waits for it. On PostgreSQL the batch is written at once."""
+        if self.is_postgres or not documents:
+            stamps: list[int] = []
+            return Writing(stamps, _now(lambda: stamps.extend(self._append(documents))))
+        cursor, end = self._begin(write=True, durable=True)
+        try:
+            stamps, rows = self._stamp(cursor, documents)
+        except BaseException:
+            end(commit=False)
+            raise
+        write = partial(self._write_behind, cursor, end, rows, stamps[-1])
+        try:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="tollbook-write-behind")
+            future = self._writer.submit(write)
+        except RuntimeError:  # no new threads once the interpreter is shutting down: write it here
+            future = _now(write)
+        except BaseException:
+            end(commit=False)
+            raise
+        self._last_behind = future
+        return Writing(stamps, future)
 
     def _write_behind(self, cursor: sqlite3.Cursor, end: Callable[..., None], rows: list[tuple], last: int) -> None:
         try:
@@ -277,16 +329,6 @@ class EventStore:
             end(commit=False)
             raise
         end(commit=True)
-
-    def settle(self) -> None:
-        """Waits for the batch ``append(write_behind=True)`` left being written; raises what
-        writing it raised (:class:`Conflict` if another writer got to one of its aggregates)."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            try:
-                writing.result()
-            except CONFLICTS as error:
-                raise Conflict(str(error)) from error
 
     def _stamp(self, cursor: Any, documents: Sequence[Sequence[DomainEvent]]) -> tuple[list[int], list[tuple]]:
         """Each document's recorded_at, and its events as stored rows stamped with it."""
