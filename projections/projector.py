@@ -272,10 +272,15 @@ class Projector:
 
     LOCK = "projections"
     ANALYZE_AFTER = 10_000  # events: after a bulk catch-up PostgreSQL's planner needs fresh statistics
+    RETRIES = 3  # batches refused in a row (another process projected them first) before giving up
 
-    def __init__(self, store: Any, batch: int = 20_000):
+    # ``batch``: events a transaction (each commit writes again every page the batch touched in
+    # the read models' indexes, so a rebuild goes faster in few big ones); ``read``: events read
+    # and decoded at a time (what memory holds).
+    def __init__(self, store: Any, batch: int = 100_000, read: int = 20_000):
         self.store = store
         self.batch = batch
+        self.read = read
         self.tracking = getattr(store, "tracking_table", "tracking")
         self.projections = all_projections()
         self.topics = {topic for projection in self.projections for topic in projection.handlers}
@@ -329,19 +334,23 @@ class Projector:
         """Applies every event not yet projected; returns how many were read. ``stop`` (an
         Event): stop after the batch in hand once it is set. ``on_progress`` is called after
         each batch with its ``position``, ``events``, ``seconds`` and the log's ``head``."""
-        done = 0
+        done, conflicts = 0, 0
         while stop is None or not stop.is_set():
             began = time.perf_counter()
             try:
                 applied, position = self._step()
             except CONFLICTS:
                 # Another process projected the same batch first: read positions again, with
-                # nothing of the failed batch left in memory.
+                # nothing of the failed batch left in memory. Again and again is no race.
                 self.projections = all_projections()
+                conflicts += 1
+                if conflicts > self.RETRIES:
+                    raise
                 continue
             except BaseException:
                 self.projections = all_projections()
                 raise
+            conflicts = 0
             if applied == 0:
                 if done >= self.ANALYZE_AFTER:
                     self._analyze()
@@ -362,22 +371,28 @@ class Projector:
                 # projections keep in memory between batches (claims' versions) may be stale.
                 self.projections = all_projections()
             self._left = positions
-            start = min(positions.values())
-            notifications = self.store.read_log(cursor, start, self.batch)
-            if not notifications:
+            start = last = min(positions.values())
+            read = 0
+            while read < self.batch:
+                notifications = self.store.read_log(cursor, last, min(self.read, self.batch - read))
+                if not notifications:
+                    break
+                read += len(notifications)
+                last = notifications[-1][0]
+                # Only the events some projection reads are decoded (not the document receipts).
+                decoded = [(position, topic, orjson.loads(state)) for position, topic, state in notifications
+                           if topic in self.topics]
+                for projection in self.projections:
+                    position = positions[projection.name]
+                    if position < last:
+                        projection.apply(cursor, (d for d in decoded if d[0] > position))
+            if not read:
                 return 0, start
-            last = notifications[-1][0]
-            self._left = {name: max(position, last) for name, position in positions.items()}
-            # Only the events some projection reads are decoded (not the document receipts).
-            decoded = [(position, topic, orjson.loads(state)) for position, topic, state in notifications
-                       if topic in self.topics]
             for projection in self.projections:
-                position = positions[projection.name]
-                if position >= last:
-                    continue
-                projection.apply(cursor, (d for d in decoded if d[0] > position))
-                self.store.track(cursor, projection.name, last)
-            return len(notifications), last
+                if positions[projection.name] < last:
+                    self.store.track(cursor, projection.name, last)
+            self._left = {name: max(position, last) for name, position in positions.items()}
+            return read, last
 
     def rebuild(self, stop: Any = None, on_progress: Callable[[dict[str, Any]], None] | None = None) -> int:
         with self.store.transaction() as cursor:

@@ -21,7 +21,6 @@ too late (or too early) fails it.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -45,25 +44,17 @@ INCIDENT_FIELD_TOPICS = ("domain.incident:IncidentDefined", "domain.incident:Inc
 KNOWN_AT = "2021-07-01T00:00:00Z"
 
 
-def default(cls, name: str, fallback: int) -> int:
-    """A keyword's default in ``cls``'s signature (a batch size)."""
-    parameter = inspect.signature(cls).parameters.get(name)
-    return parameter.default if parameter is not None else fallback
-
-
-# The killed ingest saves this many events a transaction (its --batch-size), so the log holds
-# several of its transactions.
+# The killed commands save this many events a transaction (their --batch-size), so the log
+# holds several of their transactions.
 INGEST_BATCH = 10_000
+PROJECT_BATCH = 20_000
 
 
 def log_events() -> int:
     """How many events to generate for the log every test works on (receipts add ~45% to the
-    stored events): nearly two projector batches and over three ingest transactions, so a
-    killed projector or ingest has committed one and has about as much again to go. Read from
-    the code, which is being tuned."""
-    from projections.projector import Projector
-
-    return max(20_000, int(1.25 * default(Projector, "batch", 20_000)), 2 * INGEST_BATCH)
+    stored events): nearly two projector transactions and over three ingest transactions, so a
+    killed projector or ingest has committed one and has about as much again to go."""
+    return max(20_000, int(1.25 * PROJECT_BATCH), 2 * INGEST_BATCH)
 
 
 def projections() -> list:
@@ -324,8 +315,8 @@ def assert_equals_rebuild(db: str) -> None:
 
 def test_killed_follower_resumes_where_it_stopped(db_path, store_kind, logs, tmp_path):
     head = copy_store(logs(store_kind)[0], db_path)
-    kill_during(db_path, tmp_path, ("project", "--follow", "--poll", "0.05"), lambda: lowest_position(db_path), head,
-                gate=(tracking_table(db_path), *POSITION_GATE))
+    kill_during(db_path, tmp_path, ("project", "--follow", "--poll", "0.05", "--batch-size", str(PROJECT_BATCH)),
+                lambda: lowest_position(db_path), head, gate=(tracking_table(db_path), *POSITION_GATE))
     killed_at = lowest_position(db_path)
     assert 0 < killed_at < head, (killed_at, head)
     assert_rows_in_step(db_path, killed_at)
@@ -352,8 +343,8 @@ def test_killed_rebuild_is_finished_by_project(db_path, store_kind, logs, tmp_pa
         said = answers(book, log_events())
     projected, objects = dump(db_path), schema_objects(db_path)
     # At the head until the rebuild has emptied the projections, then 0, then batch by batch.
-    kill_during(db_path, tmp_path, ("rebuild",), lambda: lowest_position(db_path), head,
-                gate=(tracking_table(db_path), *POSITION_GATE))
+    kill_during(db_path, tmp_path, ("rebuild", "--batch-size", str(PROJECT_BATCH)), lambda: lowest_position(db_path),
+                head, gate=(tracking_table(db_path), *POSITION_GATE))
     killed_at = lowest_position(db_path)
     assert 0 < killed_at < head, (killed_at, head)
     assert_rows_in_step(db_path, killed_at)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conftest import REVISIONS, SEED, event_count, lines_of, now, rows, signature, stored_events
+from conftest import REVISIONS, SEED, event_count, lines_of, now, rows, signature, sql, stored_events
 from projections import queries
 
 ABDEEN = "sy-2018-09-08-abdeen"
@@ -241,6 +241,55 @@ def test_rebuild_gives_identical_answers(book, db_path):
 
     with Tollbook(db_path) as other:  # rebuilt tables, read by a fresh object
         assert json.dumps(other.history(), sort_keys=True) == json.dumps(book.history(), sort_keys=True)
+
+
+def test_a_transaction_read_in_pieces_projects_as_one_read(book, db_path):
+    """A projector transaction reads the log a piece at a time. In pieces smaller than the
+    transaction, with one projection rebuilding from the start while the other is part of the
+    way (each applies only what it has not), the read models come out as in one read."""
+    from bench.generate import generate
+    from projections.projector import Projector
+
+    lines = [json.dumps(d) for d in generate(1500, seed=3)]
+    assert book.ingest(lines[:400]).rejected == []
+    book.refresh()
+    part_way = event_count(db_path)
+    claims = next(p.name for p in book.projector.projections if p.name.startswith("claims"))
+    with book.store.transaction() as cursor:  # the claims projection starts over
+        cursor.execute(f"DELETE FROM {book.store.tracking_table} WHERE application_name = ?", (claims,))
+    assert book.ingest(lines[400:]).rejected == []
+    book.projector = Projector(book.store, batch=1000, read=300)
+    positions = book.projector.positions()
+    assert positions[claims] == 0 and {v for k, v in positions.items() if k != claims} == {part_way}
+    assert book.refresh() == event_count(db_path)
+
+    def rows():
+        return {table: sorted(sql(db_path, f"SELECT * FROM {table}"), key=repr)
+                for table in ("tb_entries", "tb_counting", "tb_incidents", "tb_canonical", "tb_merges")}
+
+    projected = rows()
+    book.rebuild()
+    assert rows() == projected
+
+
+def test_a_projection_that_keeps_failing_is_not_retried_for_ever(book, monkeypatch):
+    """A batch refused because another process projected it first is read again; one refused
+    every time is a fault, raised after a few tries instead of looped on."""
+    from eventsourcing.persistence import IntegrityError
+
+    from projections.projector import Claims, Projector
+
+    book.ingest(SEED.open("rb"))
+    tries = []
+
+    def refused(self, cursor, notifications):
+        tries.append(1)
+        raise IntegrityError("refused")
+
+    monkeypatch.setattr(Claims, "apply", refused)
+    with pytest.raises(IntegrityError):
+        book.refresh()
+    assert len(tries) == Projector.RETRIES + 1
 
 
 # -- sources ---------------------------------------------------------------------------------

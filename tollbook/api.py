@@ -158,20 +158,27 @@ class Tollbook:
                                 measure=measure, group=group, policy=policy)
 
     @no_cycle_collection
-    def rebuild(self) -> int:
-        """Drops every projection and rebuilds it from the event log; returns the events read."""
+    def rebuild(self, *, batch_size: int | None = None) -> int:
+        """Drops every projection and rebuilds it from the event log; returns the events read.
+        ``batch_size``: events a transaction (from now on, for this book's projector)."""
+        if batch_size:
+            self.projector.batch = batch_size
         return self.projector.rebuild()
 
     # -- following the log (project, status) ----------------------------------------------
 
     def project(self, *, follow: bool = False, stop: Any = None,
                 on_progress: Callable[[dict[str, Any]], None] | None = None,
-                on_error: Callable[[Exception], None] | None = None, poll: float = 0.5) -> int:
+                on_error: Callable[[Exception], None] | None = None, poll: float = 0.5,
+                batch_size: int | None = None) -> int:
         """Brings every projection up to date with the event log, a batch per transaction, and
         returns how many events were read. ``follow``: then keeps them up to date as events
         arrive (LISTEN/NOTIFY on PostgreSQL, polling every ``poll`` seconds on SQLite) until
         ``stop`` (a ``threading.Event``) is set; the batch in hand is finished first.
-        ``on_progress`` gets each batch's ``position``, ``events``, ``seconds`` and ``head``."""
+        ``on_progress`` gets each batch's ``position``, ``events``, ``seconds`` and ``head``.
+        ``batch_size``: events a transaction (from now on, for this book's projector)."""
+        if batch_size:
+            self.projector.batch = batch_size
         if not follow:
             return self.projector.catch_up(stop, on_progress)
         if stop is None:

@@ -148,11 +148,18 @@ def diff(ctx: click.Context, start: str, end: str, fmt: str, **options: Any) -> 
     click.echo(render.as_json(answer) if fmt == "json" else render.diff_table(answer))
 
 
+_PROJECT_BATCH = click.option(
+    "--batch-size", type=click.IntRange(min=1),
+    help="Events applied a transaction (default 100,000): smaller holds the store's write lock for less time, "
+         "larger is faster.")
+
+
 @cli.command()
+@_PROJECT_BATCH
 @click.pass_context
-def rebuild(ctx: click.Context) -> None:
+def rebuild(ctx: click.Context, batch_size: int | None) -> None:
     """Drop every projection and rebuild it from the event log."""
-    events = _open(ctx).rebuild()
+    events = _open(ctx).rebuild(batch_size=batch_size)
     click.echo(f"rebuilt every projection from {events} events")
 
 
@@ -258,8 +265,9 @@ def import_acled_deletions(ctx: click.Context, file: str, fmt: str, encoding: st
               "stopped (Ctrl-C or SIGTERM): LISTEN/NOTIFY on PostgreSQL, polling on SQLite.")
 @click.option("--poll", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="SECONDS",
               help="With --follow on SQLite: how often to look for new events.")
+@_PROJECT_BATCH
 @click.pass_context
-def project(ctx: click.Context, follow: bool, poll: float) -> None:
+def project(ctx: click.Context, follow: bool, poll: float, batch_size: int | None) -> None:
     """Bring every projection up to date with the event log (--follow: and keep it so).
 
     Each batch is applied in one transaction with its position, so a process stopped anyhow
@@ -295,7 +303,8 @@ def project(ctx: click.Context, follow: bool, poll: float) -> None:
     positions = book.projector.positions()
     log(f"{'following' if follow else 'catching up'} from position {min(positions.values(), default=0)}, "
         f"head {book.store.head()[0]}")
-    events = book.project(follow=follow, stop=stop, on_progress=on_progress, on_error=on_error, poll=poll)
+    events = book.project(follow=follow, stop=stop, on_progress=on_progress, on_error=on_error, poll=poll,
+                          batch_size=batch_size)
     position = min(book.projector.positions().values(), default=0)
     if follow or stop.is_set():
         log(f"stopped at position {position} ({events} events in {time.perf_counter() - started:.1f} s)")
