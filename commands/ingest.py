@@ -2,10 +2,10 @@
 
 Each document is parsed and decided on its own (a bad one is rejected with its line and
 nothing of it kept); the events of the accepted ones are saved together, a batch at a time,
-written behind (on SQLite) while the next batch is decided. If another writer changed an aggregate a
-batch depends on, the store refuses the whole batch; its documents, and those decided on top
-of it, are then decided again on fresh state and saved one by one, each retried a bounded
-number of times before it is refused in one line.
+written behind (on SQLite) while the next batch is decided. If another writer changed an
+aggregate a batch depends on, the store refuses the whole batch; its documents, and those
+decided on top of it, are then decided again on fresh state and saved one by one, each
+retried a bounded number of times before it is refused in one line.
 """
 
 from __future__ import annotations
