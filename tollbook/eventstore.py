@@ -56,7 +56,8 @@ class PydanticMapper(Mapper):
         state = event.__pydantic_serializer__.to_json(event, exclude_unset=True, exclude=_CLOCK)
         if recorded_at is not None:
             state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
-        return event.originator_id, event.originator_version, get_topic(type(event)), state  # type: ignore[attr-defined]
+        return (event.originator_id, event.originator_version,  # type: ignore[attr-defined]
+                get_topic(type(event)), state)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         state = self.transcoder.decode(stored_event.state)
@@ -360,8 +361,9 @@ class EventStore:
             per = min(8192, cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4)
             for start in range(0, len(rows), per):
                 chunk = rows[start:start + per]
+                values = [value for i, version, topic, state in chunk for value in (i.hex, version, topic, state)]
                 cursor.execute(f"INSERT INTO {self.events_table} VALUES {', '.join(['(?, ?, ?, ?)'] * len(chunk))}",
-                               [value for i, version, topic, state in chunk for value in (i.hex, version, topic, state)])
+                               values)
         cursor.execute(
             "INSERT INTO tollbook_clock (id, last_recorded_at) VALUES (1, ?) "
             "ON CONFLICT (id) DO UPDATE SET last_recorded_at = excluded.last_recorded_at",
