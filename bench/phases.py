@@ -117,9 +117,13 @@ def project(db: str, rebuild: bool) -> dict:
     return {"seconds": seconds, "events": events, "max_rss_mb": _max_rss_mb()}
 
 
-def _scratch(path: str, *pragmas: str) -> sqlite3.Connection:
+def _unlink(path: str) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(path + suffix).unlink(missing_ok=True)
+
+
+def _scratch(path: str, *pragmas: str) -> sqlite3.Connection:
+    _unlink(path)
     connection = sqlite3.connect(path, isolation_level=None)
     for pragma in ("journal_mode=WAL", *pragmas):
         connection.execute(f"PRAGMA {pragma}")
@@ -129,108 +133,123 @@ def _scratch(path: str, *pragmas: str) -> sqlite3.Connection:
 def _copy_timed(source: sqlite3.Connection, target: sqlite3.Connection, table: str) -> tuple[int, float]:
     """Inserts every row of ``table`` into ``target`` with executemany, in chunks of 100,000
     fetched outside the timer; returns (rows, seconds)."""
-    [count] = source.execute(f"SELECT count(*) FROM {table}").fetchone()
     [columns] = source.execute(f"SELECT count(*) FROM pragma_table_info('{table}')").fetchone()
     rows = source.execute(f"SELECT * FROM {table} ORDER BY rowid")
     insert = f"INSERT INTO {table} VALUES ({', '.join('?' * columns)})"
-    seconds = 0.0
+    copied, seconds = 0, 0.0
     while chunk := rows.fetchmany(100_000):
         start = time.perf_counter()
         target.executemany(insert, chunk)
         seconds += time.perf_counter() - start
-    return count, seconds
+        copied += len(chunk)
+    return copied, seconds
 
 
-def raw(db: str, scratch: str, path: str) -> dict:
-    """The raw-SQLite limits on the same events, and the floors beneath them.
-
-    Write: the store's serialized events inserted with executemany in ONE transaction into a
-    table of the same shape (DDL copied from the store, same WAL journal and synchronous=FULL
-    as the store's writes). Read: a sequential read of the store's events table in log order
-    with an orjson decode of every state (what a rebuild cannot avoid).
-
-    Floors: what the fixed stack costs before any of Tollbook's own logic. For ingest, parsing
-    and validating every document with pydantic, and making and serializing every stored event
-    as its pydantic model; for rebuild, writing the read models' rows (the projections' tables
-    as the rebuild left them, copied with executemany in one transaction, indexes made at the
-    end as a rebuild makes its query indexes)."""
-    from commands.documents import parse
-    from eventsourcing.persistence import StoredEvent
-    from tollbook.eventstore import OrjsonTranscoder, PydanticMapper
-
-    source = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    [ddl] = source.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'stored_events'").fetchone()
+def _schema(source: sqlite3.Connection, tables: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The tables whose names are LIKE ``tables`` (name, DDL), and their indexes' DDL."""
+    found = source.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'"
+                           " ORDER BY name", (tables,)).fetchall()
     indexes = [row[0] for row in source.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'stored_events' AND sql IS NOT NULL")]
-    target = _scratch(scratch, "synchronous=FULL")
-    target.execute(ddl)
-    for statement in indexes:
-        target.execute(statement)
-    start = time.perf_counter()
-    target.execute("BEGIN")
-    insert_seconds = time.perf_counter() - start
-    inserted, seconds = _copy_timed(source, target, "stored_events")
-    start = time.perf_counter()
-    target.execute("COMMIT")
-    insert_seconds += seconds + time.perf_counter() - start
-    target.close()
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE ? ESCAPE '\\' AND sql IS NOT NULL",
+        (tables,))]
+    return found, indexes
 
+
+def _timed(run: Any) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _execute_all(connection: sqlite3.Connection, statements: list[str]) -> None:
+    for statement in statements:
+        connection.execute(statement)
+
+
+def _raw_insert(source: sqlite3.Connection, scratch: str) -> tuple[int, float]:
+    """The store's serialized events inserted with executemany in ONE transaction into a table
+    of the same shape (DDL copied from the store, same WAL journal and synchronous=FULL as the
+    store's writes); only the inserts and the commit are timed."""
+    [(_, ddl)], indexes = _schema(source, "stored\\_events")
+    target = _scratch(scratch, "synchronous=FULL")
+    _execute_all(target, [ddl, *indexes])
+    seconds = _timed(lambda: target.execute("BEGIN"))
+    inserted, inserting = _copy_timed(source, target, "stored_events")
+    seconds += inserting + _timed(lambda: target.execute("COMMIT"))
+    target.close()
+    return inserted, seconds
+
+
+def _raw_read(db: str) -> tuple[int, float]:
+    """A sequential read of the store's events table in log order with an orjson decode of
+    every state (what a rebuild cannot avoid)."""
     reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     start = time.perf_counter()
     decoded = 0
     for _, _, state in reader.execute("SELECT rowid, topic, state FROM stored_events ORDER BY rowid"):
         orjson.loads(state)
         decoded += 1
-    read_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     reader.close()
+    return decoded, seconds
 
-    # The ingest floor: every document parsed, every stored event made (validated) and serialized.
-    start = time.perf_counter()
-    with open(path, "rb") as lines:
-        for line in lines:
-            if line.strip():
-                parse(line)
-    parse_seconds = time.perf_counter() - start
+
+def _ingest_floor(source: sqlite3.Connection, path: str) -> tuple[float, float]:
+    """Seconds to parse every document (pydantic), and to make every stored event as its
+    pydantic model from typed values, as the handlers make them, and serialize it."""
+    from eventsourcing.persistence import StoredEvent
+
+    from commands.documents import parse
+    from tollbook.eventstore import OrjsonTranscoder, PydanticMapper
+
+    def parse_all() -> None:
+        with open(path, "rb") as lines:
+            for line in lines:
+                if line.strip():
+                    parse(line)
+
+    parsing = _timed(parse_all)
     mapper = PydanticMapper(transcoder=OrjsonTranscoder())
-    events_seconds = 0.0
+    making = 0.0
     rows = source.execute("SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid")
     while chunk := rows.fetchmany(100_000):
-        # Made from typed values, as the handlers make them (decoding is not timed).
-        decoded_events = (mapper.to_domain_event(StoredEvent(UUID(r[0]), r[1], r[2], r[3])) for r in chunk)
-        made = [(type(e), {name: getattr(e, name) for name in e.model_fields_set}) for e in decoded_events]
-        start = time.perf_counter()
-        for model, values in made:
-            mapper.row(model(**values), 1)
-        events_seconds += time.perf_counter() - start
+        decoded = (mapper.to_domain_event(StoredEvent(UUID(r[0]), r[1], r[2], r[3])) for r in chunk)  # not timed
+        made = [(type(e), {name: getattr(e, name) for name in e.model_fields_set}) for e in decoded]
+        making += _timed(lambda: [mapper.row(model(**values), 1) for model, values in made])
+    return parsing, making
 
-    # The rebuild floor: the read models' rows written.
+
+def _read_model_write(source: sqlite3.Connection, scratch: str) -> tuple[int, int, float]:
+    """Every row of the projections' tables as the rebuild left them, inserted with executemany
+    into the same tables in one transaction (synchronous=NORMAL as the projections write), their
+    indexes made at the end as a rebuild makes its query indexes: (tables, rows, seconds)."""
+    tables, indexes = _schema(source, "tb\\_%")
     target = _scratch(scratch, "synchronous=NORMAL", "cache_size=-65536")
-    tables = source.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name LIKE 'tb\\_%' ESCAPE '\\'"
-                            " ORDER BY name").fetchall()
-    table_indexes = [row[0] for row in source.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'tb\\_%' ESCAPE '\\' AND sql IS NOT NULL")]
-    start = time.perf_counter()
-    target.execute("BEGIN")
-    for _, statement in tables:
-        target.execute(statement)
-    write_seconds = time.perf_counter() - start
+    seconds = _timed(lambda: _execute_all(target, ["BEGIN", *(ddl for _, ddl in tables)]))
     written = 0
     for name, _ in tables:
-        count, seconds = _copy_timed(source, target, name)
+        count, copying = _copy_timed(source, target, name)
         written += count
-        write_seconds += seconds
-    start = time.perf_counter()
-    for statement in table_indexes:
-        target.execute(statement)
-    target.execute("COMMIT")
-    write_seconds += time.perf_counter() - start
+        seconds += copying
+    seconds += _timed(lambda: _execute_all(target, [*indexes, "COMMIT"]))
     target.close()
+    return len(tables), written, seconds
+
+
+def raw(db: str, scratch: str, path: str) -> dict:
+    """The raw-SQLite limits on the same events (:func:`_raw_insert`, :func:`_raw_read`), and
+    the floors beneath ingest and rebuild: what the fixed stack costs before any of Tollbook's
+    own logic (:func:`_ingest_floor`, :func:`_read_model_write`)."""
+    source = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    inserted, insert_seconds = _raw_insert(source, scratch)
+    decoded, read_seconds = _raw_read(db)
+    parse_seconds, events_seconds = _ingest_floor(source, path)
+    tables, written, write_seconds = _read_model_write(source, scratch)
     source.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(scratch + suffix).unlink(missing_ok=True)
+    _unlink(scratch)
     return {"events": inserted, "insert_seconds": insert_seconds, "read_events": decoded,
             "read_decode_seconds": read_seconds, "parse_seconds": parse_seconds, "events_seconds": events_seconds,
-            "read_model_rows": written, "read_model_tables": len(tables), "read_model_write_seconds": write_seconds}
+            "read_model_rows": written, "read_model_tables": tables, "read_model_write_seconds": write_seconds}
 
 
 def size(db: str) -> dict:
