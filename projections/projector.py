@@ -87,7 +87,8 @@ class Incidents(Projection):
 
     def _fields(self, cursor: Any, position: int, event: Event) -> None:
         key = (event["incident_id"],)
-        current = self.states.current(cursor, key)
+        # An incident's first event defines it: nothing stored to read (a rebuild defines 100,000s).
+        current = self.states.current(cursor, key) if event["originator_version"] > 1 else None
         fields = (orjson.loads(current[self.states.index["fields"]]) if current else {}) | event["fields"]
         occurred = fields.get("occurred_from")
         self.states.replace(key, self.states.row(
