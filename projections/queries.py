@@ -57,7 +57,9 @@ def pooled_at(cursor: Any, incident_id: str | None, as_of: int) -> tuple[dict[st
 @dataclass
 class SourceFigure:
     incident_id: str  # canonical
-    source: str
+    source_key: str
+    source: str  # as named in its earliest-recorded pooled claim
+    first: int  # that claim's position
     figure: Candidate
 
 
@@ -92,8 +94,8 @@ def source_figures(cursor: Any, measure: str, group: str, as_of: int, known_at: 
             best = state[2]
             if best is None or (published_at, recorded) > (best[6], best[7]):
                 state[2] = row
-    return [SourceFigure(pooled[0], source, Candidate(*row[2:8]))
-            for pooled, (_, source, row) in found.items() if row is not None and row[2] == "reported"]
+    return [SourceFigure(pooled[0], pooled[1], source, first, Candidate(*row[2:8]))
+            for pooled, (first, source, row) in found.items() if row is not None and row[2] == "reported"]
 
 
 def incident_field(cursor: Any, column: str, as_of: int, incident_ids: list[str] | None) -> dict[str, Any]:
@@ -161,29 +163,51 @@ _POOLED = (f"SELECT incident_id FROM tb_canonical WHERE {_VALID}"
            f" UNION SELECT canonical_id FROM tb_canonical WHERE {_VALID}")
 
 
-def counted_rows(cursor: Any, by: str, measure: str, group: str, as_of: int, known_at: int,
+# tb_counting's rows (alias ``c``) that count at a point: measure, group, as_of twice, known_at twice.
+_COUNTING = ("c.measure = ? AND c.grp = ? AND c.recorded_at <= ? AND (c.to_recorded_at IS NULL OR c.to_recorded_at > ?)"
+             " AND c.published_at <= ? AND (c.next_published_at IS NULL OR c.next_published_at > ?)")
+
+
+def _pooled_figures(cursor: Any, measure: str, group: str, as_of: int, known_at: int,
+                    canonical: dict[str, str]) -> list[SourceFigure]:
+    """The source figures of the incidents that merges pool together, the row-by-row way."""
+    figures: list[SourceFigure] = []
+    for incident_ids in _pools(canonical):
+        if len(incident_ids) <= _MAX_IDS:
+            figures += source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical)
+        else:  # one pool too big to name: read every incident's figures, keep the pool's
+            members = set(incident_ids)
+            figures += [f for f in source_figures(cursor, measure, group, as_of, known_at, None, canonical)
+                        if f.incident_id in members]
+    return figures
+
+
+def counted_rows(cursor: Any, by: str | None, measure: str, group: str, as_of: int, known_at: int,
                  canonical: dict[str, str], policy: str) -> list[dict[str, Any]]:
-    """The tally rows by incident or by an incident field, for a policy in ``_BEST_IN_SQL``: the
-    rows the row-by-row way gives, but the database picks each claim's counting version
-    (tb_counting), combines them per incident and sums them per group. Incidents that merges
-    pool together go the row-by-row way and are added in."""
+    """The tally rows by incident or by an incident field (None: one row, the total), for a
+    policy in ``_BEST_IN_SQL``: the rows the row-by-row way gives, but the database picks each
+    claim's counting version (tb_counting), combines them per incident and sums them per group.
+    Incidents that merges pool together go the row-by-row way and are added in."""
     postgres = getattr(cursor, "postgres", False)
     # Source names travel as JSON arrays (no separator a name could contain), joined by commas.
-    names, joined = ("json_agg(source)::text", "string_agg(per.sources, ',')") if postgres else (
-        "json_group_array(source)", "group_concat(per.sources, ',')")
+    names, joined = ("json_agg(c.source)::text", "string_agg(per.sources, ',')") if postgres else (
+        "json_group_array(c.source)", "group_concat(per.sources, ',')")
+    if by is None:
+        names = "''"  # the total names no sources
     per_incident = (
-        f"SELECT incident_id, min(low) AS low, max(high) AS high, {names} AS sources FROM tb_counting"
-        f" WHERE measure = ? AND grp = ? AND {_VALID} AND published_at <= ?"
-        " AND (next_published_at IS NULL OR next_published_at > ?) GROUP BY incident_id")
+        f"SELECT c.incident_id, min(c.low) AS low, max(c.high) AS high, {names} AS sources"
+        f" FROM tb_counting c WHERE {_COUNTING} GROUP BY c.incident_id")
     params: list[Any] = [measure, group, as_of, as_of, known_at, known_at]
     best = _BEST_IN_SQL[policy]
+    # The casts: PostgreSQL sums BIGINTs as NUMERIC
+    sums = ", ".join(f"CAST(coalesce(sum(per.{column}), 0) AS BIGINT)" for column in ("low", "high", best))
     if by == "incident":
         sql = (f"SELECT incident_id, low, high, {best}, 1, sources FROM ({per_incident}) per"
                f" WHERE incident_id NOT IN ({_POOLED})")
+    elif by is None:
+        sql = f"SELECT NULL, {sums}, count(*), '' FROM ({per_incident}) per WHERE per.incident_id NOT IN ({_POOLED})"
     else:
         key = f"substr(f.occurred_day, 1, {_CUT[by]})" if by in _CUT else f"f.{_FIELD_OF[by]}"
-        # The casts: PostgreSQL sums BIGINTs as NUMERIC
-        sums = ", ".join(f"CAST(sum(per.{column}) AS BIGINT)" for column in ("low", "high", best))
         sql = (f"SELECT {key}, {sums}, count(*), {joined}"
                f" FROM ({per_incident}) per LEFT JOIN tb_incidents f ON f.incident_id = per.incident_id"
                " AND f.recorded_at <= ? AND (f.to_recorded_at IS NULL OR f.to_recorded_at > ?)"
@@ -192,21 +216,29 @@ def counted_rows(cursor: Any, by: str, measure: str, group: str, as_of: int, kno
     cursor.execute(sql, [*params, as_of, as_of, as_of, as_of])
     rows = [_row(key, low, high, total, incidents, set(chain.from_iterable(orjson.loads(f"[{sources}]"))))
             for key, low, high, total, incidents, sources in cursor.fetchall()]
-    pooled: dict[str, dict[str, Any]] = {}
-    for incident_ids in _pools(canonical):
-        if len(incident_ids) <= _MAX_IDS:
-            figures = source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical)
-        else:  # one pool too big to name: read every incident's figures, keep the pool's
-            members = set(incident_ids)
-            figures = [f for f in source_figures(cursor, measure, group, as_of, known_at, None, canonical)
-                       if f.incident_id in members]
-        pooled |= incident_rows(figures, policy)
+    pooled = incident_rows(_pooled_figures(cursor, measure, group, as_of, known_at, canonical), policy)
     if by == "incident":
         return rows + list(pooled.values())
     groups = {row["key"]: row for row in rows}
-    for row in _by_field(cursor, pooled, by, as_of):
-        _add(groups, row["key"], row)
+    for row in pooled.values() if by is None else _by_field(cursor, pooled, by, as_of):
+        _add(groups, None if by is None else row["key"], row)
     return list(groups.values())
+
+
+def source_sums(cursor: Any, measure: str, group: str, as_of: int, known_at: int, policy: str) -> list[tuple]:
+    """``--by source`` over the incidents no merge pools (where a source has one claim each),
+    for a policy in ``_BEST_IN_SQL``, summed by the database: per source key, its earliest
+    claim's position and source name, the sums of its counting figures, and on how many
+    incidents."""
+    # SQLite gives a bare column the value of the row where the query's one min() is.
+    name = "(array_agg(c.source ORDER BY c.claim_position))[1]" if getattr(cursor, "postgres", False) else "c.source"
+    sums = ", ".join(f"CAST(sum(c.{column}) AS BIGINT)" for column in ("low", "high", _BEST_IN_SQL[policy]))
+    cursor.execute(
+        f"SELECT e.source_key, min(c.claim_position), {name}, {sums}, count(*)"
+        " FROM tb_counting c JOIN tb_entries e ON e.position = c.claim_position"
+        f" WHERE {_COUNTING} AND c.incident_id NOT IN ({_POOLED}) GROUP BY e.source_key",
+        [measure, group, as_of, as_of, known_at, known_at, as_of, as_of, as_of, as_of])
+    return cursor.fetchall()
 
 
 def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str = "incident",
@@ -214,9 +246,14 @@ def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str =
           policy: str = "conservative") -> dict[str, Any]:
     point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
     canonical, pooled = pooled_at(cursor, incident, point_r)
-    if pooled is None and by != "source" and policy in _BEST_IN_SQL:
-        rows = counted_rows(cursor, by, measure, group, point_r, point_v, canonical, policy)
-        counted = rows  # every incident in exactly one row
+    if pooled is None and policy in _BEST_IN_SQL:
+        if by == "source":
+            rows = _by_source(_pooled_figures(cursor, measure, group, point_r, point_v, canonical), policy,
+                              source_sums(cursor, measure, group, point_r, point_v, policy))
+            counted = counted_rows(cursor, None, measure, group, point_r, point_v, canonical, policy)  # the total
+        else:
+            rows = counted = counted_rows(  # every incident in exactly one row
+                cursor, by, measure, group, point_r, point_v, canonical, policy)
     else:
         figures = source_figures(cursor, measure, group, point_r, point_v, pooled, canonical)
         per_incident = incident_rows(figures, policy)
@@ -237,17 +274,22 @@ def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str =
     }
 
 
-def _by_source(figures: list[SourceFigure], policy: str) -> list[dict[str, Any]]:
-    by_key: dict[str, list[SourceFigure]] = defaultdict(list)
+def _by_source(figures: list[SourceFigure], policy: str, summed: Iterable[tuple] = ()) -> list[dict[str, Any]]:
+    """Per source (by its key): the sums of its counting figures and on how many incidents,
+    named as in its earliest-recorded claim. ``summed``: such sums made already (source_sums)."""
+    found = {key: list(sums) for key, *sums in summed}  # key -> [first, name, low, high, best, incidents]
+    best = POLICIES[policy][1]
     for figure in figures:
-        by_key[figure.source.casefold()].append(figure)
-    rows = []
-    for found in by_key.values():
-        name = found[0].source
-        best = POLICIES[policy][1]
-        rows.append(_row(name, sum(f.figure.low for f in found), sum(f.figure.high for f in found),
-                         sum(best([f.figure]) for f in found), len({f.incident_id for f in found}), {name}))
-    return rows
+        sums = found.get(figure.source_key)
+        if sums is None:
+            sums = found[figure.source_key] = [figure.first, figure.source, 0, 0, 0, 0]
+        elif figure.first < sums[0]:
+            sums[0], sums[1] = figure.first, figure.source
+        sums[2] += figure.figure.low
+        sums[3] += figure.figure.high
+        sums[4] += best([figure.figure])
+        sums[5] += 1
+    return [_row(name, low, high, total, incidents, {name}) for _, name, low, high, total, incidents in found.values()]
 
 
 def _by_field(cursor: Any, per_incident: dict[str, dict[str, Any]], by: str, as_of: int) -> list[dict[str, Any]]:

@@ -316,6 +316,26 @@ def test_source_is_compared_after_trimming_and_case_folding(book):
     assert book.tally(group="children")["rows"] == []
 
 
+@pytest.mark.parametrize(("order", "expected"), [
+    ("bdac", {"WHITE HELMETS": (7, 7, 7, 3)}),  # the earliest claim is on an incident no merge pools
+    ("cbda", {"white helmets": (9, 9, 9, 3)}),  # ... on one the merge pools
+])
+def test_a_source_is_named_as_in_its_earliest_recorded_claim(book, order, expected):
+    """``--by source`` sums a source's figures under its key, named as its earliest-recorded
+    claim names it; the database sums the incidents no merge pools, the rest are added in."""
+    book.ingest([report("r0", "2024-01-01", incidents=[incident(i) for i in "abcd"])])
+    spelled = {"a": "White Helmets", "b": "WHITE HELMETS", "c": "white helmets", "d": "White helmets"}
+    for number, incident_id in enumerate(order, 1):
+        book.ingest([report(f"r{number}", "2024-01-02", claim(incident_id, spelled[incident_id], number))])
+    # c's claims count under a: of the two, the one recorded later (same published_at)
+    book.ingest([doc("merge", incident_id="c", into="a", reason="same strike")])
+    for policy in ("conservative", "highest", "latest"):
+        answer = book.tally(by="source", policy=policy)
+        assert rows(answer) == expected, policy
+        [(low, high, best, incidents)] = expected.values()
+        assert answer["total"] == {"low": low, "high": high, "best": best, "incidents": incidents}, policy
+
+
 def test_source_names_keep_every_character_in_tallies(one_incident):
     book = one_incident
     name = 'Foo\x1fBar, "Baz"; Ünal'
