@@ -141,7 +141,7 @@ class Claims(Projection):
     recorded time (see :data:`projections.schema.CLAIMS`), a timeline keyed by claim and
     version; and when each version counts on both clocks (``tb_counting``)."""
 
-    name = "claims.v3"
+    name = "claims.v4"
     tables = schema.CLAIMS
     views = schema.CLAIM_VIEWS
     indexes = schema.CLAIM_INDEXES
@@ -152,8 +152,8 @@ class Claims(Projection):
     _CLAIM = COLUMNS[1:8]  # what every row repeats of its claim
     _FIGURE = ("version_kind", "low", "high", "best", "published_at", "version_position")  # a Candidate
     _FIXABLE = ("low", "high", "best", "qualifier")
-    COUNTING = ("claim_position", "version", "incident_id", "source", "measure", "grp", "low", "high", "published_at",
-                "next_published_at", "recorded_at", "to_recorded_at")
+    COUNTING = ("claim_position", "version", "incident_id", "source", "measure", "grp", "low", "high", "best",
+                "published_at", "version_position", "next_published_at", "recorded_at", "to_recorded_at")
     CACHE = 200_000  # claims kept in memory between batches
 
     def __init__(self) -> None:
@@ -210,8 +210,8 @@ class Claims(Projection):
                known_new: bool) -> None:
         _, claim_position, incident_id, source, _, measure, group = claim.columns
         self.counting.replace((claim_position, version), [
-            claim_position, version, incident_id, source, measure, group, figure.low, figure.high, figure.published_at,
-            until, at, None], known_new=known_new)
+            claim_position, version, incident_id, source, measure, group, figure.low, figure.high, figure.best,
+            figure.published_at, figure.recorded, until, at, None], known_new=known_new)
 
     def _new_version(self, claim: _Claim, row: list) -> None:
         self.entries.replace((row[1], row[9]), row, known_new=True)

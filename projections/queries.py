@@ -134,8 +134,10 @@ def incident_rows(figures: list[SourceFigure], policy: str) -> dict[str, dict[st
     return rows
 
 
-# The policies whose best is the incident's low or high: the database can tally them.
-_BEST_IN_SQL = {"conservative": "low", "highest": "high"}
+# The policies the database can tally: the column of counted_rows' per-incident query that holds
+# an incident's best, and the best of one source's figure (in tb_counting, alias ``c``).
+_BEST_IN_SQL = {"conservative": ("low", "c.low"), "highest": ("high", "c.high"),
+                "latest": ("latest", "coalesce(c.best, c.low)")}
 
 
 # The most incident ids a query names in an IN list (SQLite takes at most 32,766 parameters).
@@ -194,11 +196,19 @@ def counted_rows(cursor: Any, by: str | None, measure: str, group: str, as_of: i
         "json_group_array(c.source)", "group_concat(per.sources, ',')")
     if by is None:
         names = "''"  # the total names no sources
-    per_incident = (
-        f"SELECT c.incident_id, min(c.low) AS low, max(c.high) AS high, {names} AS sources"
-        f" FROM tb_counting c WHERE {_COUNTING} GROUP BY c.incident_id")
+    if policy == "latest":
+        # Beside each row, its incident's best: that of the source that published last (ties:
+        # recorded last), as domain.tally.current picks it.
+        rows_at = ("(SELECT c.*, first_value(coalesce(c.best, c.low)) OVER (PARTITION BY c.incident_id"
+                   f" ORDER BY c.published_at DESC, c.version_position DESC) AS latest FROM tb_counting c"
+                   f" WHERE {_COUNTING}) c")
+        latest = ", max(c.latest) AS latest"
+    else:
+        rows_at, latest = f"tb_counting c WHERE {_COUNTING}", ""
+    per_incident = (f"SELECT c.incident_id, min(c.low) AS low, max(c.high) AS high{latest}, {names} AS sources"
+                    f" FROM {rows_at} GROUP BY c.incident_id")
     params: list[Any] = [measure, group, as_of, as_of, known_at, known_at]
-    best = _BEST_IN_SQL[policy]
+    best = _BEST_IN_SQL[policy][0]
     # The casts: PostgreSQL sums BIGINTs as NUMERIC
     sums = ", ".join(f"CAST(coalesce(sum(per.{column}), 0) AS BIGINT)" for column in ("low", "high", best))
     if by == "incident":
@@ -232,7 +242,7 @@ def source_sums(cursor: Any, measure: str, group: str, as_of: int, known_at: int
     incidents."""
     # SQLite gives a bare column the value of the row where the query's one min() is.
     name = "(array_agg(c.source ORDER BY c.claim_position))[1]" if getattr(cursor, "postgres", False) else "c.source"
-    sums = ", ".join(f"CAST(sum(c.{column}) AS BIGINT)" for column in ("low", "high", _BEST_IN_SQL[policy]))
+    sums = ", ".join(f"CAST(sum({figure}) AS BIGINT)" for figure in ("c.low", "c.high", _BEST_IN_SQL[policy][1]))
     cursor.execute(
         f"SELECT e.source_key, min(c.claim_position), {name}, {sums}, count(*)"
         " FROM tb_counting c JOIN tb_entries e ON e.position = c.claim_position"

@@ -56,12 +56,13 @@ CLAIMS = {
     # ``to_recorded_at``, for every known-at from ``published_at`` until ``next_published_at``
     # (NULL: on). At any point at most one row of a claim matches, so a tally over many
     # incidents is a filtered scan that the database aggregates, not a choice made row by row
-    # in Python (domain.tally.counting_spans).
+    # in Python (domain.tally.counting_spans). ``best`` and ``version_position`` (where the
+    # version was first recorded) serve the latest policy: which source published last.
     "tb_counting": """
         CREATE TABLE IF NOT EXISTS tb_counting (
             claim_position BIGINT NOT NULL, version INTEGER NOT NULL, incident_id TEXT NOT NULL, source TEXT NOT NULL,
-            measure TEXT NOT NULL, grp TEXT NOT NULL, low BIGINT NOT NULL, high BIGINT NOT NULL,
-            published_at BIGINT NOT NULL, next_published_at BIGINT,
+            measure TEXT NOT NULL, grp TEXT NOT NULL, low BIGINT NOT NULL, high BIGINT NOT NULL, best BIGINT,
+            published_at BIGINT NOT NULL, version_position BIGINT NOT NULL, next_published_at BIGINT,
             recorded_at BIGINT NOT NULL, to_recorded_at BIGINT)""",
 }
 CLAIM_VIEWS = {
@@ -91,7 +92,7 @@ CLAIM_QUERY_INDEXES = [
     "CREATE INDEX IF NOT EXISTS tb_entries_point ON tb_entries (measure, grp, recorded_at)",
     # Covers the many-incident tally: a scan in incident order that reads no table row.
     "CREATE INDEX IF NOT EXISTS tb_counting_incident ON tb_counting (measure, grp, incident_id, recorded_at,"
-    " to_recorded_at, published_at, next_published_at, low, high, source)",
+    " to_recorded_at, published_at, next_published_at, low, high, source, best, version_position, claim_position)",
 ]
 # Tables of earlier versions of the projections, dropped when they are rebuilt.
 OBSOLETE_TABLES = ["tb_figures", "tb_claims"]

@@ -336,6 +336,20 @@ def test_a_source_is_named_as_in_its_earliest_recorded_claim(book, order, expect
         assert answer["total"] == {"low": low, "high": high, "best": best, "incidents": incidents}, policy
 
 
+def test_latest_policy_over_the_whole_store(book):
+    """``--policy latest`` without ``--incident`` (tallied by the database): an incident's best
+    is that of the source that published last, the one recorded last on a tie; by source, each
+    figure's best, else its low."""
+    book.ingest([report("r0", "2024-01-01", incidents=[incident("a"), incident("b")])])
+    book.ingest([report("r1", "2024-01-02", claim("a", "S1", 5, best=6, high=8))])
+    book.ingest([report("r2", "2024-01-02", claim("a", "S2", 3))])  # the same instant, recorded later
+    book.ingest([report("r3", "2024-01-05", claim("b", "S1", 10, high=12))])
+    book.ingest([report("r4", "2024-01-04", claim("b", "S2", 7, best=9, high=9))])  # published earlier
+    assert rows(book.tally(policy="latest")) == {"a": (3, 8, 3, 1), "b": (7, 12, 10, 1)}
+    assert rows(book.tally(policy="latest", by="country")) == {"Examplestan": (10, 20, 13, 2)}
+    assert rows(book.tally(policy="latest", by="source")) == {"S1": (15, 20, 16, 2), "S2": (10, 12, 12, 2)}
+
+
 def test_source_names_keep_every_character_in_tallies(one_incident):
     book = one_incident
     name = 'Foo\x1fBar, "Baz"; Ünal'
