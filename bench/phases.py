@@ -342,7 +342,8 @@ def queries(db: str, kinds: list[str], samples: int, heavy_samples: int, replay_
             return {"start": recorded_at(position), "end": recorded_at(min(head, position + span))}
 
         makers = {"incident": (incident_point, samples), "history": (history_point, samples),
-                  "admin1": (admin1_point, heavy_samples), "diff": (diff_point, heavy_samples)}
+                  "admin1": (admin1_point, heavy_samples), "diff": (diff_point, heavy_samples),
+                  "source": (admin1_point, heavy_samples), "latest": (admin1_point, heavy_samples)}
         points = {kind: [makers[kind][0]() for _ in range(makers[kind][1] + 1)] for kind in kinds}
 
     def ask(kind: str, point: dict) -> dict:
@@ -350,6 +351,10 @@ def queries(db: str, kinds: list[str], samples: int, heavy_samples: int, replay_
             return book.tally(incident=point["incident"], as_of=point["as_of"], known_at=point["known_at"])
         if kind == "admin1":
             return book.tally(by="admin1", as_of=point["as_of"], known_at=point["known_at"])
+        if kind == "source":
+            return book.tally(by="source", as_of=point["as_of"], known_at=point["known_at"])
+        if kind == "latest":
+            return book.tally(by="admin1", policy="latest", as_of=point["as_of"], known_at=point["known_at"])
         if kind == "history":
             return book.history(**point)
         return book.diff(point["start"], point["end"])
@@ -359,6 +364,10 @@ def queries(db: str, kinds: list[str], samples: int, heavy_samples: int, replay_
             return replay.tally_incident(db, point["incident"], point["as_of"], point["known_at"])
         if kind == "admin1":
             return replay.tally_by(db, "admin1", point["as_of"], point["known_at"])
+        if kind == "source":
+            return replay.tally_by_source(db, point["as_of"], point["known_at"])
+        if kind == "latest":
+            return replay.tally_by(db, "admin1", point["as_of"], point["known_at"], policy="latest")
         if kind == "history":
             return replay.history(db, point["incident"], point["source"], point["measure"], point["group"])
         return replay.diff(db, point["start"], point["end"])

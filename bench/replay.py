@@ -123,9 +123,10 @@ class State:
             incident_id = self.into[incident_id]
         return incident_id
 
-    def incident_rows(self, known_at: int, only: set[str] | None = None) -> dict[str, tuple]:
-        """canonical incident -> (low, high, best, sources) under the conservative policy."""
-        buckets: dict[tuple[str, str], list] = {}  # -> [first claim position, its source, current version]
+    def source_figures(self, known_at: int, only: set[str] | None = None) -> dict[tuple[str, str], list]:
+        """(canonical incident, source key) -> [first claim's position, its source, current version],
+        for the sources whose current version counts."""
+        buckets: dict[tuple[str, str], list] = {}
         for claim in self.claims.values():
             incident = self.canonical(claim.incident_id)
             if only is not None and incident not in only:
@@ -138,18 +139,29 @@ class State:
             for version in claim.versions.values():
                 if version[4] <= known_at and (bucket[2] is None or (version[4], version[5]) > (bucket[2][4], bucket[2][5])):
                     bucket[2] = version
-        rows: dict[str, list] = {}
-        for (incident, _), (_, source, version) in buckets.items():
-            if version is None or version[0] != "reported":
-                continue
+        return {key: bucket for key, bucket in buckets.items() if bucket[2] is not None and bucket[2][0] == "reported"}
+
+    def incident_rows(self, known_at: int, only: set[str] | None = None,
+                      policy: str = "conservative") -> dict[str, tuple]:
+        """canonical incident -> (low, high, best, sources)."""
+        rows: dict[str, list] = {}  # -> [low, high, the version published last, sources]
+        for (incident, _), (_, source, version) in self.source_figures(known_at, only).items():
             row = rows.get(incident)
             if row is None:
-                rows[incident] = [version[1], version[2], {source}]
-            else:
-                row[0] = min(row[0], version[1])
-                row[1] = max(row[1], version[2])
-                row[2].add(source)
-        return {incident: (low, high, low, frozenset(sources)) for incident, (low, high, sources) in rows.items()}
+                rows[incident] = [version[1], version[2], version, {source}]
+                continue
+            row[0] = min(row[0], version[1])
+            row[1] = max(row[1], version[2])
+            if (version[4], version[5]) > (row[2][4], row[2][5]):
+                row[2] = version
+            row[3].add(source)
+        best = {"conservative": lambda row: row[0], "highest": lambda row: row[1],
+                "latest": lambda row: _best_or_low(row[2])}[policy]
+        return {incident: (row[0], row[1], best(row), frozenset(row[3])) for incident, row in rows.items()}
+
+
+def _best_or_low(version: list) -> int:
+    return version[3] if version[3] is not None else version[1]
 
 
 def _fold(db: str, state: State, upto: int) -> None:
@@ -169,11 +181,12 @@ def tally_incident(db: str, incident: str, as_of: int | None, known_at: int | No
 
 
 def tally_by(db: str, field: str, as_of: int | None, known_at: int | None,
-             measure: str = "killed", group: str = "all") -> tuple:
+             measure: str = "killed", group: str = "all", policy: str = "conservative") -> tuple:
     state = State(measure, group)
     _fold(db, state, FOREVER if as_of is None else as_of)
     groups: dict[Any, list] = {}
-    for incident, (low, high, best, sources) in state.incident_rows(FOREVER if known_at is None else known_at).items():
+    rows = state.incident_rows(FOREVER if known_at is None else known_at, policy=policy)
+    for incident, (low, high, best, sources) in rows.items():
         key = state.fields.get(incident, {}).get(field)
         found = groups.setdefault(key, [0, 0, 0, 0, set()])
         found[0] += low
@@ -183,6 +196,25 @@ def tally_by(db: str, field: str, as_of: int | None, known_at: int | None,
         found[4] |= sources
     return tuple(sorted(((k, a, b, c, d, frozenset(s)) for k, (a, b, c, d, s) in groups.items()),
                         key=lambda row: (row[0] is None, row[0] or "")))
+
+
+def tally_by_source(db: str, as_of: int | None, known_at: int | None,
+                    measure: str = "killed", group: str = "all") -> tuple:
+    """Per source (by key, named as its earliest claim): the sums of its counting figures
+    (best = low, the conservative policy) and on how many incidents."""
+    state = State(measure, group)
+    _fold(db, state, FOREVER if as_of is None else as_of)
+    sources: dict[str, list] = {}  # source key -> [first claim's position, name, low, high, incidents]
+    for (_, key), (first, name, version) in state.source_figures(FOREVER if known_at is None else known_at).items():
+        found = sources.get(key)
+        if found is None:
+            found = sources[key] = [first, name, 0, 0, 0]
+        elif first < found[0]:
+            found[0], found[1] = first, name
+        found[2] += version[1]
+        found[3] += version[2]
+        found[4] += 1
+    return tuple(sorted((name, low, high, low, incidents) for _, name, low, high, incidents in sources.values()))
 
 
 def history(db: str, incident: str, source: str, measure: str, group: str) -> tuple:
@@ -237,7 +269,9 @@ def normalize(kind: str, answer: dict) -> tuple:
     if kind == "incident":
         return tuple(sorted((r["key"], r["low"], r["high"], r["best"], frozenset(r["sources"]))
                             for r in answer["rows"]))
-    if kind == "admin1":
+    if kind == "source":
+        return tuple(sorted((r["key"], r["low"], r["high"], r["best"], r["incidents"]) for r in answer["rows"]))
+    if kind in ("admin1", "latest"):
         return tuple(sorted(((r["key"], r["low"], r["high"], r["best"], r["incidents"], frozenset(r["sources"]))
                              for r in answer["rows"]), key=lambda row: (row[0] is None, row[0] or "")))
     if kind == "history":

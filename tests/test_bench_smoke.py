@@ -24,6 +24,10 @@ SQLITE_ROWS = [
     "--by admin1 over everything, random --as-of and --known-at",
     "… --by admin1 over everything, random --as-of and --known-at, by replaying the log",
     "diff over an hour of the feed", "… diff over an hour of the feed, by replaying the log",
+    "--by source over everything, random --as-of and --known-at",
+    "… --by source over everything, random --as-of and --known-at, by replaying the log",
+    "--by admin1 --policy latest over everything, random --as-of and --known-at",
+    "… --by admin1 --policy latest over everything, random --as-of and --known-at, by replaying the log",
     "peak memory (RSS), ingest", "peak memory (RSS), rebuild", "store on disk",
 ]
 SIDE_ROWS = [
@@ -101,7 +105,7 @@ def test_the_whole_benchmark_runs_at_10k_events(tmp_path):
     assert raw["read_model_rows"] > ingest["stored_events"] - generated["documents"]
     assert 0 < raw["read_model_write_seconds"] < run["rebuild"]["seconds"]
     assert 100 < run["size"]["total_bytes"] / ingest["stored_events"] < 10_000
-    for kind in ("incident", "history", "admin1", "diff"):
+    for kind in ("incident", "history", "admin1", "diff", "source", "latest"):
         query = run["queries"][kind]
         assert 0 < query["median_ms"] <= query["p95_ms"] <= query["max_ms"] < 60_000, (kind, query)
         assert query["replay"]["agree"] == query["replay"]["n"] == 1, (kind, query["replay"])
