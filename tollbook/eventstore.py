@@ -269,6 +269,9 @@ class EventStore:
                 # the log that shares it stays safe (OFF could leave it corrupt: a checkpoint
                 # would not sync the pages it moves into the file before the WAL is reused).
                 cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+                # Debian builds SQLite to zero what it frees: a rebuild would write every page of
+                # the projections it drops once more. Nothing freed here is secret (the log keeps all).
+                cursor.execute("PRAGMA secure_delete=OFF")
                 # Writes land all over the indexes (ids are random): in SQLite's default 2 MB
                 # page cache a big batch evicts index pages and writes them again.
                 cursor.execute("PRAGMA cache_size = -65536")  # KiB
