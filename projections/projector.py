@@ -323,8 +323,6 @@ class Projector:
                         cursor.execute(f"ANALYZE {table}")
 
     def _index_for_queries(self, cursor: Any) -> None:
-        if not self.store.is_postgres:
-            cursor.execute("PRAGMA threads = 2")  # SQLite may sort with a second thread
         for projection in self.projections:
             for statement in projection.query_indexes:
                 self._ddl(cursor, statement)
