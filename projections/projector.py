@@ -20,7 +20,7 @@ from domain.tally import Candidate, counting_spans
 from domain.time import format_instant, normalize_day, to_micros
 from projections import schema
 from projections.timeline import Timeline
-from tollbook.eventstore import CONFLICTS
+from tollbook.eventstore import CONFLICTS, EventStore
 
 Event = dict[str, Any]
 
@@ -156,8 +156,9 @@ class Claims(Projection):
                 "published_at", "version_position", "next_published_at", "recorded_at", "to_recorded_at")
     CACHE = 200_000  # claims kept in memory between batches
 
-    def __init__(self) -> None:
-        self.entries = Timeline("tb_entries", ("claim_id", "version"), self.COLUMNS)
+    def __init__(self, store: EventStore | None) -> None:
+        self.store = store  # where a claim no longer kept in memory is found
+        self.entries = Timeline("tb_entries", ("claim_position", "version"), self.COLUMNS)
         self.counting = Timeline("tb_counting", ("claim_position", "version"), self.COUNTING)
         self.claims: dict[str, _Claim] = {}
         self.handlers = {
@@ -169,8 +170,10 @@ class Claims(Projection):
     def _claim(self, cursor: Any, claim_id: str) -> _Claim:
         claim = self.claims.get(claim_id)
         if claim is None:
+            # Its rows are found by where it opened: where its first event stands in the log.
             cursor.execute(f"SELECT {', '.join(self._CLAIM + ('version',) + self._FIGURE)} FROM tb_entries"
-                           " WHERE claim_id = ? AND to_recorded_at IS NULL", (claim_id,))
+                           " WHERE claim_position = ? AND to_recorded_at IS NULL",
+                           (self.store.first_position(cursor, claim_id),))
             rows = cursor.fetchall()
             claim = self.claims[claim_id] = _Claim(tuple(rows[0][:7]), {row[7]: Candidate(*row[8:]) for row in rows})
         return claim
@@ -214,7 +217,7 @@ class Claims(Projection):
             figure.published_at, figure.recorded, until, at, None], known_new=known_new)
 
     def _new_version(self, claim: _Claim, row: list) -> None:
-        self.entries.replace((row[1], row[9]), row, known_new=True)
+        self.entries.replace((row[2], row[9]), row, known_new=True)
         self._version(claim, row[9], Candidate(row[10], *row[12:15], row[16], row[11]), row[17])
 
     def _reported(self, cursor: Any, position: int, event: Event) -> None:
@@ -237,7 +240,7 @@ class Claims(Projection):
 
     def _corrected(self, cursor: Any, position: int, event: Event) -> None:
         claim = self._claim(cursor, event["originator_id"])
-        at, key = self.entries.index, (event["originator_id"], event["version"])
+        at, key = self.entries.index, (claim.columns[1], event["version"])
         row = self.entries.current(cursor, key).copy()
         for name in self._FIXABLE:
             if name in event:
@@ -259,8 +262,10 @@ class Claims(Projection):
             self.claims.clear()
 
 
-def all_projections() -> list[Projection]:
-    return [Incidents(), Claims()]
+def all_projections(store: EventStore | None = None) -> list[Projection]:
+    """Every projection. ``store``: where the claims projection finds a claim it no longer keeps
+    in memory (None: projections only to read their tables from)."""
+    return [Incidents(), Claims(store)]
 
 
 class Projector:
@@ -283,7 +288,7 @@ class Projector:
         self.batch = batch
         self.read = read
         self.tracking = getattr(store, "tracking_table", "tracking")
-        self.projections = all_projections()
+        self.projections = all_projections(self.store)
         self.topics = {topic for projection in self.projections for topic in projection.handlers}
         self._left: dict[str, int] | None = None  # each projection's position after this projector's last batch
         with store.transaction() as cursor:
@@ -291,7 +296,9 @@ class Projector:
             for projection in self.projections:
                 if self._position(cursor, projection) is None:
                     self._reset(cursor, projection)
-            self._index_for_queries(cursor)  # a rebuild stopped before its end left them out
+            # A rebuild stopped before its end left the query indexes out; a store made by an
+            # earlier version may lack an index this one projects with.
+            self._index(cursor, projecting=True)
 
     def _position(self, cursor: Any, projection: Projection) -> int | None:
         cursor.execute(f"SELECT notification_id FROM {self.tracking} WHERE application_name = ?", (projection.name,))
@@ -322,9 +329,10 @@ class Projector:
                     for table in projection.tables:
                         cursor.execute(f"ANALYZE {table}")
 
-    def _index_for_queries(self, cursor: Any) -> None:
+    def _index(self, cursor: Any, *, projecting: bool = False) -> None:
+        """Creates the indexes queries need (``projecting``: and those projecting needs) that are missing."""
         for projection in self.projections:
-            for statement in projection.query_indexes:
+            for statement in [*(projection.indexes if projecting else []), *projection.query_indexes]:
                 self._ddl(cursor, statement)
 
     def positions(self) -> dict[str, int]:
@@ -343,13 +351,13 @@ class Projector:
             except CONFLICTS:
                 # Another process projected the same batch first: read positions again, with
                 # nothing of the failed batch left in memory. Again and again is no race.
-                self.projections = all_projections()
+                self.projections = all_projections(self.store)
                 conflicts += 1
                 if conflicts > self.RETRIES:
                     raise
                 continue
             except BaseException:
-                self.projections = all_projections()
+                self.projections = all_projections(self.store)
                 raise
             conflicts = 0
             if applied == 0:
@@ -370,7 +378,7 @@ class Projector:
             if positions != self._left:
                 # Another process projected (or rebuilt) since this one's last batch: what the
                 # projections keep in memory between batches (claims' versions) may be stale.
-                self.projections = all_projections()
+                self.projections = all_projections(self.store)
             self._left = positions
             start = last = min(positions.values())
             read = 0
@@ -400,11 +408,11 @@ class Projector:
             self.store.lock(cursor, self.LOCK)
             for projection in self.projections:
                 self._reset(cursor, projection, for_queries=False)
-        self.projections = all_projections()
+        self.projections = all_projections(self.store)
         done = self.catch_up(stop, on_progress)
         with self.store.transaction() as cursor:
             self.store.lock(cursor, self.LOCK)
-            self._index_for_queries(cursor)
+            self._index(cursor)
         return done
 
     # -- following the log, and where every projection stands -----------------------------

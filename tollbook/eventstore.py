@@ -412,6 +412,13 @@ class EventStore:
                        f" WHERE {self.notification_id} > ? ORDER BY {self.notification_id} LIMIT ?", (after, limit))
         return cursor.fetchall()
 
+    def first_position(self, cursor: Any, aggregate_id: str) -> int | None:
+        """Where the aggregate's first event stands in the log (its notification id)."""
+        cursor.execute(f"SELECT {self.notification_id} FROM {self.events_table}"
+                       " WHERE originator_id = ? AND originator_version = 1", (self._id(UUID(aggregate_id)),))
+        row = cursor.fetchone()
+        return row[0] if row else None
+
     def count_after(self, position: int) -> int:
         """How many events the log holds after ``position``."""
         with self.transaction(write=False) as cursor:
