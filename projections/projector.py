@@ -298,7 +298,7 @@ class Projector:
                     self._reset(cursor, projection)
             # A rebuild stopped before its end left the query indexes out; a store made by an
             # earlier version may lack an index this one projects with.
-            self._index(cursor, projecting=True)
+            self._index(cursor)
 
     def _position(self, cursor: Any, projection: Projection) -> int | None:
         cursor.execute(f"SELECT notification_id FROM {self.tracking} WHERE application_name = ?", (projection.name,))
@@ -329,10 +329,10 @@ class Projector:
                     for table in projection.tables:
                         cursor.execute(f"ANALYZE {table}")
 
-    def _index(self, cursor: Any, *, projecting: bool = False) -> None:
-        """Creates the indexes queries need (``projecting``: and those projecting needs) that are missing."""
+    def _index(self, cursor: Any) -> None:
+        """Creates every index the projections have that is missing."""
         for projection in self.projections:
-            for statement in [*(projection.indexes if projecting else []), *projection.query_indexes]:
+            for statement in [*projection.indexes, *projection.query_indexes]:
                 self._ddl(cursor, statement)
 
     def positions(self) -> dict[str, int]:
