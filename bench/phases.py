@@ -199,8 +199,8 @@ def _ingest_floor(source: sqlite3.Connection, path: str) -> tuple[float, float]:
     pydantic model from typed values, as the handlers make them, and serialize it."""
     from eventsourcing.persistence import StoredEvent
 
-    from commands.documents import parse
-    from tollbook.eventstore import OrjsonTranscoder, PydanticMapper
+    from tollbook.commands.documents import parse
+    from tollbook.store.eventstore import OrjsonTranscoder, PydanticMapper
 
     def parse_all() -> None:
         with open(path, "rb") as lines:

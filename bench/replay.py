@@ -275,7 +275,7 @@ def normalize(kind: str, answer: dict) -> tuple:
         return tuple(sorted(((r["key"], r["low"], r["high"], r["best"], r["incidents"], frozenset(r["sources"]))
                              for r in answer["rows"]), key=lambda row: (row[0] is None, row[0] or "")))
     if kind == "history":
-        from domain.time import parse_instant, to_micros
+        from tollbook.domain.time import parse_instant, to_micros
 
         def us(text):
             return to_micros(parse_instant(text))

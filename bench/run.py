@@ -82,7 +82,7 @@ class Schemas:
     def _connect(self):
         import psycopg
 
-        from tollbook.pgstore import environment
+        from tollbook.store.pgstore import environment
 
         env = environment(urlunsplit(urlsplit(self.base)._replace(query="")))
         return psycopg.connect(dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
@@ -621,7 +621,7 @@ def _ingest_batch() -> str:
     """The ingestor's batch, as its defaults set it."""
     import inspect
 
-    from commands.ingest import Ingestor
+    from tollbook.commands.ingest import Ingestor
 
     defaults = {name: p.default for name, p in inspect.signature(Ingestor).parameters.items()}
     return f"about {defaults['batch_events']:,} events"

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from domain.events import Count, Qualifier, check_range
-from domain.incident import KNOWN_FIELDS, check_fields
-from domain.time import parse_instant
+from tollbook.domain.events import Count, Qualifier, check_range
+from tollbook.domain.incident import KNOWN_FIELDS, check_fields
+from tollbook.domain.time import parse_instant
 
 Instant = Annotated[datetime, BeforeValidator(parse_instant)]
 Token = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_:.\-]*$")]

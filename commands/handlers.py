@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from commands.documents import Command, Correction, Incident, IncidentFields, Merge, Report, Retraction
-from domain import claim as claims
-from domain import document as documents
-from domain import incident as incidents
-from domain.errors import Rejected
-from domain.events import DomainEvent
-from domain.ids import claim_uuid, document_uuid, incident_uuid
+from tollbook.commands.documents import Command, Correction, Incident, IncidentFields, Merge, Report, Retraction
+from tollbook.domain import claim as claims
+from tollbook.domain import document as documents
+from tollbook.domain import incident as incidents
+from tollbook.domain.errors import Rejected
+from tollbook.domain.events import DomainEvent
+from tollbook.domain.ids import claim_uuid, document_uuid, incident_uuid
 
 Evolve = Callable[[Any, DomainEvent], Any]
 Loader = Callable[[UUID, Evolve], Any]

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from commands.documents import BadDocument, Command, parse
-from commands.handlers import Evolve, Unit, handle, reads
-from domain import ids
-from domain.errors import Rejected
-from domain.events import DomainEvent
-from tollbook.eventstore import Conflict, EventStore, Writing
-from tollbook.memory import without_cycle_collection
+from tollbook.commands.documents import BadDocument, Command, parse
+from tollbook.commands.handlers import Evolve, Unit, handle, reads
+from tollbook.domain import ids
+from tollbook.domain.errors import Rejected
+from tollbook.domain.events import DomainEvent
+from tollbook.store.eventstore import Conflict, EventStore, Writing
+from tollbook.store.memory import without_cycle_collection
 
 _ABSENT = object()
 

@@ -13,9 +13,9 @@ from uuid import UUID
 
 from pydantic import Field, model_validator
 
-from domain.errors import Rejected
-from domain.events import Count, DomainEvent, Figures, Qualifier, Text, check_range
-from domain.ids import claim_uuid
+from tollbook.domain.errors import Rejected
+from tollbook.domain.events import Count, DomainEvent, Figures, Qualifier, Text, check_range
+from tollbook.domain.ids import claim_uuid
 
 
 class ClaimReported(DomainEvent, Figures):

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from domain.errors import Rejected
-from domain.events import DomainEvent, Text
-from domain.ids import document_uuid
+from tollbook.domain.errors import Rejected
+from tollbook.domain.events import DomainEvent, Text
+from tollbook.domain.ids import document_uuid
 
 
 class DocumentReceived(DomainEvent):

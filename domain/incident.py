@@ -7,10 +7,10 @@ from uuid import UUID
 
 from pydantic import field_validator
 
-from domain.errors import Rejected
-from domain.events import DomainEvent, Text
-from domain.ids import incident_uuid
-from domain.time import normalize_day
+from tollbook.domain.errors import Rejected
+from tollbook.domain.events import DomainEvent, Text
+from tollbook.domain.ids import incident_uuid
+from tollbook.domain.time import normalize_day
 
 # Fields every incident may have; any other field a user gives is kept as an attribute.
 KNOWN_FIELDS = (

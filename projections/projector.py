@@ -15,12 +15,12 @@ from typing import Any
 
 import orjson
 
-from domain.ids import source_key
-from domain.tally import Candidate, counting_spans
-from domain.time import format_instant, normalize_day, to_micros
-from projections import schema
-from projections.timeline import Timeline
-from tollbook.eventstore import CONFLICTS, EventStore
+from tollbook.domain.ids import source_key
+from tollbook.domain.tally import Candidate, counting_spans
+from tollbook.domain.time import format_instant, normalize_day, to_micros
+from tollbook.projections import schema
+from tollbook.projections.timeline import Timeline
+from tollbook.store.eventstore import CONFLICTS, EventStore
 
 Event = dict[str, Any]
 

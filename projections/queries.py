@@ -2,7 +2,7 @@
 
 ``as_of`` (recorded) and ``known_at`` (published) are microseconds or ``None`` (now / any).
 Every query selects rows valid at the point with indexed range conditions; the tally rules
-themselves live in :mod:`domain.tally`.
+themselves live in :mod:`tollbook.domain.tally`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from domain.tally import POLICIES, Candidate, combine, counts
-from domain.time import format_instant
+from tollbook.domain.tally import POLICIES, Candidate, combine, counts
+from tollbook.domain.time import format_instant
 
 FOREVER = 2**62
 GROUPINGS = ("incident", "country", "admin1", "admin2", "source", "perpetrator", "day", "month", "year")

@@ -86,7 +86,7 @@ def _admin(base: str):
     """A connection to ``base`` in autocommit mode, for making and dropping test schemas."""
     import psycopg
 
-    from tollbook.pgstore import environment
+    from tollbook.store.pgstore import environment
 
     env = environment(base)
     return psycopg.connect(dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
@@ -265,7 +265,7 @@ def sql(db: str, statement: str, params: tuple = ()) -> list[tuple]:
     if not is_postgres(db):
         with sqlite3.connect(db) as connection:
             return connection.execute(statement, params).fetchall()
-    from tollbook.pgstore import environment, qmark
+    from tollbook.store.pgstore import environment, qmark
 
     schema = environment(db)["POSTGRES_SCHEMA"]
     with _admin(db) as connection:

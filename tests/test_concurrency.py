@@ -326,7 +326,7 @@ def test_a_writer_that_keeps_losing_is_told_in_one_line(db_path, monkeypatch):
     from eventsourcing.persistence import IntegrityError
 
     from tollbook.api import Tollbook
-    from tollbook.eventstore import EventStore
+    from tollbook.store.eventstore import EventStore
 
     with Tollbook(db_path, editor="ana") as ana:
         ana.ingest(setup_documents(1))

@@ -58,7 +58,7 @@ def log_events() -> int:
 
 
 def projections() -> list:
-    from projections.projector import all_projections
+    from tollbook.projections.projector import all_projections
 
     return all_projections()
 
@@ -107,7 +107,7 @@ def copy_store(source: str, target: str) -> int:
         copy.close()
     else:
         from tollbook.api import Tollbook
-        from tollbook.pgstore import environment
+        from tollbook.store.pgstore import environment
 
         Tollbook(target).close()  # creates the store's tables
         old, new = (environment(url)["POSTGRES_SCHEMA"] for url in (source, target))
@@ -157,7 +157,7 @@ class Gate:
     the program runs as it is; its transaction is only made to wait there."""
 
     def __init__(self, db: str, table: str, trigger: str, condition: str):
-        from tollbook.pgstore import environment
+        from tollbook.store.pgstore import environment
 
         self.db, self.table = db, table
         self.schema = environment(db)["POSTGRES_SCHEMA"]

@@ -65,8 +65,8 @@ def deletions(path: Path, rows: list[tuple[str, int | str]]) -> Path:
 
 
 def fields(book: Tollbook, incident_id: str) -> dict:
-    from domain import incident as incidents
-    from domain.ids import incident_uuid
+    from tollbook.domain import incident as incidents
+    from tollbook.domain.ids import incident_uuid
 
     state = None
     for e in book.store.events_of(incident_uuid(incident_id)):

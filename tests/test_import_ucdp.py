@@ -51,8 +51,8 @@ def stored_events(db: str) -> int:
 
 
 def incident_fields(book: Tollbook, incident_id: str) -> dict:
-    from domain import incident as incidents
-    from domain.ids import incident_uuid
+    from tollbook.domain import incident as incidents
+    from tollbook.domain.ids import incident_uuid
 
     state = None
     for event in book.store.events_of(incident_uuid(incident_id)):
@@ -473,8 +473,8 @@ def test_progress_bar_on_a_terminal(tmp_path):
 
 
 def test_complete_reads_the_store_page_by_page_whatever_the_page_size(tmp_path):
-    from commands.importers.common import counting_claims
-    from domain.time import parse_instant, to_micros
+    from tollbook.commands.importers.common import counting_claims
+    from tollbook.domain.time import parse_instant, to_micros
 
     header, rows = read_rows()
     path = write_rows(tmp_path / "small.csv", header, rows[:40])

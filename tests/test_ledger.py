@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conftest import REVISIONS, SEED, event_count, lines_of, now, rows, signature, sql, stored_events
-from projections import queries
+from tollbook.projections import queries
 
 ABDEEN = "sy-2018-09-08-abdeen"
 
@@ -60,9 +60,9 @@ def test_recorded_at_is_one_per_document_and_strictly_increasing(book, db_path, 
     assert book.ingest(REVISIONS.open("rb")).accepted == 6  # one batch
     assert book.ingest(SEED.open("rb")).accepted == 2
     # A wall clock that jumps back (here: to 1970) must not make recorded_at go back.
-    import tollbook.eventstore
+    import tollbook.store.eventstore
 
-    monkeypatch.setattr(tollbook.eventstore, "to_micros_now", lambda: 1_000)
+    monkeypatch.setattr(tollbook.store.eventstore, "to_micros_now", lambda: 1_000)
     assert book.ingest([report("late", "2024-06-01", claim(ABDEEN, "UOSSM", 5)),
                         doc("incident", incident_id="x", admin1="North")]).accepted == 2
     monkeypatch.undo()
@@ -86,7 +86,7 @@ def test_bulk_ingest_saves_each_document_once_in_small_batches(stores, monkeypat
     is saved once), and the store holds what a single batch stores."""
     from bench.generate import generate
     from tollbook.api import Tollbook
-    from tollbook.eventstore import EventStore
+    from tollbook.store.eventstore import EventStore
 
     lines = [json.dumps(d) for d in generate(4000, seed=11)]
     saved: list[int] = []
@@ -119,7 +119,7 @@ def test_projection_writes_cannot_cost_the_log_its_durability(tmp_path):
     at commit (NORMAL), but never the syncs that keep the file whole (OFF would let a checkpoint
     on their connection move the log's pages into the file unsynced, and a power cut then
     corrupt the log). The log's own writes sync at every commit (FULL)."""
-    from tollbook.eventstore import open_store
+    from tollbook.store.eventstore import open_store
 
     store = open_store(str(tmp_path / "sync.db"))
     try:
@@ -248,7 +248,7 @@ def test_a_transaction_read_in_pieces_projects_as_one_read(book, db_path):
     transaction, with one projection rebuilding from the start while the other is part of the
     way (each applies only what it has not), the read models come out as in one read."""
     from bench.generate import generate
-    from projections.projector import Projector
+    from tollbook.projections.projector import Projector
 
     lines = [json.dumps(d) for d in generate(1500, seed=3)]
     assert book.ingest(lines[:400]).rejected == []
@@ -277,7 +277,7 @@ def test_a_projection_that_keeps_failing_is_not_retried_for_ever(book, monkeypat
     every time is a fault, raised after a few tries instead of looped on."""
     from eventsourcing.persistence import IntegrityError
 
-    from projections.projector import Claims, Projector
+    from tollbook.projections.projector import Claims, Projector
 
     book.ingest(SEED.open("rb"))
     tries = []

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from reference import Reference
 from strategies import documents, history_args, tally_args
 
-from domain.tally import Candidate, counting_spans, counts, current
-from domain.time import format_instant, from_micros
+from tollbook.domain.tally import Candidate, counting_spans, counts, current
+from tollbook.domain.time import format_instant, from_micros
 from tollbook.api import Tollbook
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

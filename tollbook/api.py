@@ -16,16 +16,16 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from domain.tally import POLICIES
-from domain.time import parse_instant, to_micros
-from projections import queries
-from projections.projector import Projector
-from tollbook.eventstore import EventStore, open_store
-from tollbook.memory import no_cycle_collection
+from tollbook.domain.tally import POLICIES
+from tollbook.domain.time import parse_instant, to_micros
+from tollbook.projections import queries
+from tollbook.projections.projector import Projector
+from tollbook.store.eventstore import EventStore, open_store
+from tollbook.store.memory import no_cycle_collection
 
 if TYPE_CHECKING:
-    from commands.importers.common import ImportSummary
-    from commands.ingest import IngestResult
+    from tollbook.commands.importers.common import ImportSummary
+    from tollbook.commands.ingest import IngestResult
 
 DEFAULT_DB = "tollbook.db"
 
@@ -80,7 +80,7 @@ class Tollbook:
 
     def ingest(self, documents: Iterable[str | bytes | dict], **options: Any) -> IngestResult:
         """Stores the documents (JSON lines or dicts); each is atomic, bad ones are reported."""
-        from commands.ingest import Ingestor  # the write side's models load only when writing
+        from tollbook.commands.ingest import Ingestor  # the write side's models load only when writing
 
         return Ingestor(self.store, self.editor, **options).ingest(documents)
 
@@ -93,7 +93,7 @@ class Tollbook:
                     encoding: str = "utf-8", progress: Callable[[int], None] | None = None) -> ImportSummary:
         """Imports a UCDP GED release CSV as report ``ucdp-ged-<release>`` published at ``published_at``;
         ``complete``: retracts the claims of ``ucdp-ged:`` incidents absent from the file."""
-        from commands.importers.ucdp import import_ucdp
+        from tollbook.commands.importers.ucdp import import_ucdp
 
         return import_ucdp(self, path, release=release, published_at=_as_text(published_at), complete=complete,
                            encoding=encoding, progress=progress)
@@ -102,7 +102,7 @@ class Tollbook:
                      progress: Callable[[int], None] | None = None) -> ImportSummary:
         """Imports an ACLED export CSV; ``complete``: retracts the claims of ``acled:`` incidents
         absent from the file, at ``published_at`` (default: the file's latest row timestamp)."""
-        from commands.importers.acled import import_acled
+        from tollbook.commands.importers.acled import import_acled
 
         return import_acled(self, path, complete=complete, published_at=_as_text(published_at), encoding=encoding,
                             progress=progress)
@@ -110,7 +110,7 @@ class Tollbook:
     def import_acled_deletions(self, path: str, *, encoding: str = "utf-8",
                                progress: Callable[[int], None] | None = None) -> ImportSummary:
         """Retracts the ACLED claims of the events in ACLED's deleted-events list."""
-        from commands.importers.acled import import_acled_deletions
+        from tollbook.commands.importers.acled import import_acled_deletions
 
         return import_acled_deletions(self, path, encoding=encoding, progress=progress)
 

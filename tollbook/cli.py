@@ -45,7 +45,7 @@ def _run(call: Callable[[], Any]) -> Any:
 def _now() -> str:
     from datetime import UTC, datetime
 
-    from domain.time import format_instant
+    from tollbook.domain.time import format_instant
 
     return format_instant(datetime.now(UTC))
 

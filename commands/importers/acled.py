@@ -25,17 +25,13 @@ Dates: ``event_date`` may be ``2019-01-15`` or, in older exports, ``15 January 2
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-from commands.importers.common import (
-    ImportSummary, RowBuilder, RowRejection, code, coordinate, count, day, ingest_retractions, ingest_rows, required,
+from tollbook.commands.importers.common import (
+    Book, ImportSummary, RowBuilder, RowRejection, code, coordinate, count, day, ingest_retractions, ingest_rows, required,
     retract_absent, retraction, stored_claims, text, unix_seconds,
 )
-from commands.importers.csvrows import BadRow, CsvRows, Progress, Row
-from domain.time import format_instant, parse_instant, to_micros
-
-if TYPE_CHECKING:
-    from tollbook.api import Tollbook
+from tollbook.commands.importers.csvrows import BadRow, CsvRows, Progress, Row
+from tollbook.domain.time import format_instant, parse_instant, to_micros
 
 SOURCE = "ACLED"
 PUBLISHER = "Armed Conflict Location & Event Data Project (ACLED)"
@@ -98,7 +94,7 @@ def _instant(value: str | None, option: str) -> str | None:
         raise ValueError(f"{option}: {error}") from None
 
 
-def import_acled(book: Tollbook, path: str, *, complete: bool = False, published_at: str | None = None,
+def import_acled(book: Book, path: str, *, complete: bool = False, published_at: str | None = None,
                  encoding: str = "utf-8", progress: Progress | None = None) -> ImportSummary:
     """Imports an ACLED export; see the module's documentation."""
     published = _instant(published_at, "--published-at")
@@ -121,7 +117,7 @@ def _name(path: str) -> str:
     return "(stdin)" if path == "-" else os.path.basename(path)
 
 
-def import_acled_deletions(book: Tollbook, path: str, *, encoding: str = "utf-8",
+def import_acled_deletions(book: Book, path: str, *, encoding: str = "utf-8",
                            progress: Progress | None = None, batch: int = 500) -> ImportSummary:
     """Retracts the claims of the events in ACLED's deleted-events list."""
     summary = ImportSummary("acled-deletions")
@@ -147,7 +143,7 @@ def import_acled_deletions(book: Tollbook, path: str, *, encoding: str = "utf-8"
     return summary
 
 
-def _delete(book: Tollbook, pending: list[tuple[int, str, str]], summary: ImportSummary) -> None:
+def _delete(book: Book, pending: list[tuple[int, str, str]], summary: ImportSummary) -> None:
     if not pending:
         return
     stored = stored_claims(book, source=SOURCE, incident_ids=sorted({incident_id for _, incident_id, _ in pending}))

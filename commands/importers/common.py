@@ -16,15 +16,26 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from commands.importers.csvrows import BadRow, CsvRows, Row, RowError
-from domain.ids import source_key
-from domain.time import format_instant, parse_instant, to_micros
+from tollbook.commands.importers.csvrows import BadRow, CsvRows, Row, RowError
+from tollbook.domain.ids import source_key
+from tollbook.domain.time import format_instant, parse_instant, to_micros
 
 if TYPE_CHECKING:
-    from commands.ingest import IngestResult
-    from tollbook.api import Tollbook
+    from tollbook.commands.ingest import IngestResult
+    from tollbook.store.eventstore import EventStore
+
+
+class Book(Protocol):
+    """What an importer needs of the book it imports into (the Python API's Tollbook is one): the
+    store, who records, and the read models brought up to date."""
+
+    store: EventStore
+    editor: str
+
+    def refresh(self) -> int: ...
+
 
 # Aggregates are touched about once per import; a small cache keeps memory flat.
 IMPORT_CACHE = 20_000
@@ -208,7 +219,7 @@ class RowBuilder:
         raise NotImplementedError
 
 
-def ingest_rows(book: Tollbook, rows: CsvRows, builder: RowBuilder, summary: ImportSummary) -> set[int]:
+def ingest_rows(book: Book, rows: CsvRows, builder: RowBuilder, summary: ImportSummary) -> set[int]:
     """Builds each row's document and ingests them all in batches; returns the lines of the
     rows that were rejected (by the importer or by the ledger)."""
     rejected: set[int] = set()
@@ -241,7 +252,7 @@ def ingest_rows(book: Tollbook, rows: CsvRows, builder: RowBuilder, summary: Imp
     return rejected
 
 
-def ingest_retractions(book: Tollbook, retractions: Iterable[tuple[int | None, dict]],
+def ingest_retractions(book: Book, retractions: Iterable[tuple[int | None, dict]],
                        summary: ImportSummary) -> int:
     """Ingests retraction documents made by the importer, each with the line of the row that
     caused it (``None``: no row, e.g. absent from a complete file); returns how many were stored."""
@@ -252,8 +263,8 @@ def ingest_retractions(book: Tollbook, retractions: Iterable[tuple[int | None, d
     return result.accepted
 
 
-def _ingest(book: Tollbook, documents: Iterable[tuple[int, dict]]) -> IngestResult:
-    from commands.ingest import Ingestor
+def _ingest(book: Book, documents: Iterable[tuple[int, dict]]) -> IngestResult:
+    from tollbook.commands.ingest import Ingestor
 
     with _fewer_collections():
         return Ingestor(book.store, book.editor, cache_size=IMPORT_CACHE).ingest(documents, numbered=True)
@@ -277,7 +288,7 @@ def _stamp(summary: ImportSummary, recorded_at: int | None) -> None:
         summary.recorded_at = max(summary.recorded_at or 0, recorded_at)
 
 
-def retract_absent(book: Tollbook, summary: ImportSummary, builder: RowBuilder, *, source: str,
+def retract_absent(book: Book, summary: ImportSummary, builder: RowBuilder, *, source: str,
                    published_at: str, reason: str) -> None:
     """``--complete``: retracts, at ``published_at``, the claims by ``source`` on the builder's
     incidents (its id prefix) that were not in the file and still count at that time (so
@@ -332,7 +343,7 @@ class StoredClaim:
         return bool(earlier) and max(earlier)[2] == "reported"
 
 
-def counting_claims(book: Tollbook, *, source: str, published_at: int, prefix: str,
+def counting_claims(book: Book, *, source: str, published_at: int, prefix: str,
                     page: int = 5000) -> Iterator[Counting]:
     """The claims by ``source`` on incidents whose id starts with ``prefix`` whose version
     current at ``published_at`` counts, as the store holds them now, in incident order.
@@ -362,7 +373,7 @@ def counting_claims(book: Tollbook, *, source: str, published_at: int, prefix: s
         after = claims[-1][0]
 
 
-def stored_claims(book: Tollbook, *, source: str, incident_ids: list[str]) -> dict[str, list[StoredClaim]]:
+def stored_claims(book: Book, *, source: str, incident_ids: list[str]) -> dict[str, list[StoredClaim]]:
     """The claims by ``source`` on the given incidents, by incident."""
     book.refresh()
     key = source_key(source)
@@ -375,13 +386,13 @@ def stored_claims(book: Tollbook, *, source: str, incident_ids: list[str]) -> di
     return found
 
 
-def _claims(book: Tollbook, where: str, params: list[Any]) -> list[tuple]:
+def _claims(book: Book, where: str, params: list[Any]) -> list[tuple]:
     with book.store.transaction(write=False) as cursor:
         cursor.execute(f"SELECT incident_id, claim_id, source, measure, grp FROM tb_claims WHERE {where}", params)
         return cursor.fetchall()
 
 
-def _with_versions(book: Tollbook, claims: list[tuple]) -> list[StoredClaim]:
+def _with_versions(book: Book, claims: list[tuple]) -> list[StoredClaim]:
     versions: dict[str, list[tuple[int, int, str]]] = {}
     with book.store.transaction(write=False) as cursor:
         for start in range(0, len(claims), 500):

@@ -16,16 +16,12 @@ UCDP's ``-1``, unknown); ``type_of_violence``, ``where_prec`` and ``date_prec`` 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
-from commands.importers.common import (
-    ImportSummary, RowBuilder, code, coordinate, count, day, ingest_rows, retract_absent, text,
+from tollbook.commands.importers.common import (
+    Book, ImportSummary, RowBuilder, code, coordinate, count, day, ingest_rows, retract_absent, text,
 )
-from commands.importers.csvrows import CsvRows, Progress, Row, RowError
-from domain.time import format_instant, parse_instant
-
-if TYPE_CHECKING:
-    from tollbook.api import Tollbook
+from tollbook.commands.importers.csvrows import CsvRows, Progress, Row, RowError
+from tollbook.domain.time import format_instant, parse_instant
 
 SOURCE = "UCDP GED"
 PUBLISHER = "Uppsala Conflict Data Program (UCDP)"
@@ -114,7 +110,7 @@ def check_release(release: str, published_at: str) -> tuple[str, str]:
     return release, format_instant(moment)
 
 
-def import_ucdp(book: Tollbook, path: str, *, release: str, published_at: str, complete: bool = False,
+def import_ucdp(book: Book, path: str, *, release: str, published_at: str, complete: bool = False,
                 encoding: str = "utf-8", progress: Progress | None = None) -> ImportSummary:
     """Imports one UCDP GED release file; see the module's documentation."""
     release, published = check_release(release, published_at)

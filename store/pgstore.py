@@ -1,4 +1,4 @@
-"""PostgreSQL for :mod:`tollbook.eventstore`: the URL, the schema, a cursor that takes the
+"""PostgreSQL for :mod:`tollbook.store.eventstore`: the URL, the schema, a cursor that takes the
 ``?`` placeholders SQLite takes, and the store's one-time setup.
 
 Imported only for ``postgresql://`` stores, so a SQLite command never loads psycopg.
@@ -8,7 +8,7 @@ What a store creates in its schema (``public`` unless the URL says ``?schema=NAM
   originator_version``; ``notification_id`` bigserial with a unique index: the log's order);
 - ``tollbook_tracking``: each projection's position in the log;
 - ``tollbook_clock``: one row, the last ``recorded_at`` handed out;
-- the projections' tables and indexes (``tb_*``, see :mod:`projections.schema`);
+- the projections' tables and indexes (``tb_*``, see :mod:`tollbook.projections.schema`);
 - the composite type ``stored_event_uuid`` the recorder inserts events through.
 """
 

@@ -23,13 +23,30 @@ from uuid import UUID
 import orjson
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking, Transcoder
-from eventsourcing.utils import get_topic, resolve_topic
-from domain.time import from_micros, to_micros
+from eventsourcing.utils import get_topic, register_topic, resolve_topic
+
+from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
+from tollbook.domain.document import DocumentReceived
+from tollbook.domain.incident import IncidentAmended, IncidentDefined, IncidentMerged
+from tollbook.domain.time import from_micros, to_micros
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from domain.events import DomainEvent
+    from tollbook.domain.events import DomainEvent
+
+# Each event type is stored under the topic it was first stored under: its module path from
+# before the folders installed as tollbook.*. They are names now, never a place to import from,
+# so code can move without changing a stored event; eventsourcing resolves them as registered.
+STORED_TOPICS: dict[type[DomainEvent], str] = {
+    event_type: f"domain.{module}:{event_type.__name__}"
+    for module, event_types in (("claim", (ClaimReported, ClaimRetracted, ClaimCorrected)),
+                                ("incident", (IncidentDefined, IncidentAmended, IncidentMerged)),
+                                ("document", (DocumentReceived,)))
+    for event_type in event_types
+}
+for _event_type, _topic in STORED_TOPICS.items():
+    register_topic(_topic, _event_type)
 
 
 class OrjsonTranscoder(Transcoder):
@@ -57,7 +74,7 @@ class PydanticMapper(Mapper):
         if recorded_at is not None:
             state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
         return (event.originator_id, event.originator_version,  # type: ignore[attr-defined]
-                get_topic(type(event)), state)
+                STORED_TOPICS[type(event)], state)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         state = self.transcoder.decode(stored_event.state)
@@ -125,7 +142,7 @@ class Location:
 
     def environment(self) -> dict[str, str]:
         if self.is_postgres:
-            from tollbook import pgstore
+            from tollbook.store import pgstore
 
             return pgstore.environment(self.url)
         path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
@@ -169,7 +186,7 @@ class EventStore:
     def _open_postgres(self, env: dict[str, str]) -> None:
         from eventsourcing.persistence import PersistenceError
 
-        from tollbook import pgstore
+        from tollbook.store import pgstore
 
         try:
             self.app = Ledger(env=env)
@@ -224,7 +241,7 @@ class EventStore:
         ``?`` placeholders and returns tuples. A write is on disk when its commit returns,
         unless ``durable`` is False (for what can be rebuilt from the log: the projections)."""
         if self.is_postgres:
-            from tollbook import pgstore
+            from tollbook.store import pgstore
 
             with pgstore.transaction(self.recorder.datastore, write=write, durable=durable) as cursor:
                 yield cursor
@@ -393,7 +410,7 @@ class EventStore:
         """Holds the store-wide lock ``name`` until the transaction ends. SQLite's write
         transactions are serialized already; on PostgreSQL this is an advisory lock."""
         if self.is_postgres:
-            from tollbook import pgstore
+            from tollbook.store import pgstore
 
             pgstore.lock(cursor, name)
 
@@ -430,7 +447,7 @@ class EventStore:
         committed (LISTEN/NOTIFY). SQLite has no notifications: None."""
         if not self.is_postgres:
             return nullcontext(None)
-        from tollbook import pgstore
+        from tollbook.store import pgstore
 
         return pgstore.listening(self.recorder.datastore, self.recorder.channel_name)
 
