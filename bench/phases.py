@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import orjson
 
@@ -197,10 +196,8 @@ def _raw_read(db: str) -> tuple[int, float]:
 def _ingest_floor(source: sqlite3.Connection, path: str) -> tuple[float, float]:
     """Seconds to parse every document (pydantic), and to make every stored event as its
     pydantic model from typed values, as the handlers make them, and serialize it."""
-    from eventsourcing.persistence import StoredEvent
-
     from tollbook.commands.documents import parse
-    from tollbook.store.eventstore import OrjsonTranscoder, PydanticMapper
+    from tollbook.store.eventstore import PydanticMapper
 
     def parse_all() -> None:
         with open(path, "rb") as lines:
@@ -209,11 +206,11 @@ def _ingest_floor(source: sqlite3.Connection, path: str) -> tuple[float, float]:
                     parse(line)
 
     parsing = _timed(parse_all)
-    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    mapper = PydanticMapper()
     making = 0.0
     rows = source.execute("SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid")
     while chunk := rows.fetchmany(100_000):
-        decoded = (mapper.to_domain_event(StoredEvent(UUID(r[0]), r[1], r[2], r[3])) for r in chunk)  # not timed
+        decoded = (mapper.to_domain_event(r[2], r[3]) for r in chunk)  # not timed
         made = [(type(e), {name: getattr(e, name) for name in e.model_fields_set}) for e in decoded]
         making += _timed(lambda: [mapper.row(model(**values), 1) for model, values in made])
     return parsing, making

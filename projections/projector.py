@@ -20,6 +20,7 @@ from tollbook.domain.tally import Candidate, counting_spans
 from tollbook.domain.time import format_instant, normalize_day, to_micros
 from tollbook.projections import schema
 from tollbook.projections.timeline import Timeline
+from tollbook.store import eventsourcing_adapter as library
 from tollbook.store.eventstore import CONFLICTS, EventStore
 
 Event = dict[str, Any]
@@ -367,7 +368,7 @@ class Projector:
             done += applied
             if on_progress is not None:
                 on_progress({"position": position, "events": applied, "seconds": time.perf_counter() - began,
-                             "head": self.store.recorder.max_notification_id() or 0})
+                             "head": self.store.last_position()})
         return done
 
     def _step(self) -> tuple[int, int]:
@@ -426,8 +427,6 @@ class Projector:
         looks at the log every ``recheck`` seconds; on SQLite it looks every ``poll`` seconds.
         A batch in hand is always finished (its transaction commits with its position) before
         stopping. A lost connection is reported to ``on_error`` and retried."""
-        from eventsourcing.persistence import PersistenceError
-
         done, delay = 0, poll
         while not stop.is_set():
             try:
@@ -447,10 +446,10 @@ class Projector:
                         if not woke and wait is not None and time.monotonic() - checked < recheck:
                             continue
                         checked = time.monotonic()
-                        if (self.store.recorder.max_notification_id() or 0) > position or woke:
+                        if self.store.last_position() > position or woke:
                             done += self.catch_up(stop, on_progress)
                             position = min(self.positions().values())
-            except (PersistenceError, OSError) as error:
+            except (library.PersistenceError, OSError) as error:
                 if on_error is None:
                     raise
                 on_error(error)

@@ -1,5 +1,5 @@
-"""The event store: eventsourcing's recorders with a pydantic mapper, an orjson transcoder and
-the store's clock.
+"""The event store: eventsourcing's recorders (through :mod:`tollbook.store.eventsourcing_adapter`),
+events stored as their pydantic JSON, and the store's clock.
 
 One store is one database: the stored events, the clock, the projections' tracking and their
 tables. Writes go through :meth:`EventStore.append`, which saves the events of many documents
@@ -17,18 +17,16 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import orjson
-from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent, Tracking, Transcoder
-from eventsourcing.utils import get_topic, register_topic, resolve_topic
 
 from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
 from tollbook.domain.document import DocumentReceived
 from tollbook.domain.incident import IncidentAmended, IncidentDefined, IncidentMerged
 from tollbook.domain.time import from_micros, to_micros
+from tollbook.store import eventsourcing_adapter as library
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -45,44 +43,31 @@ STORED_TOPICS: dict[type[DomainEvent], str] = {
                                 ("document", (DocumentReceived,)))
     for event_type in event_types
 }
-for _event_type, _topic in STORED_TOPICS.items():
-    register_topic(_topic, _event_type)
-
-
-class OrjsonTranscoder(Transcoder):
-    def encode(self, obj: Any) -> bytes:
-        return orjson.dumps(obj)
-
-    def decode(self, data: bytes) -> Any:
-        return orjson.loads(data)
-
+library.register_topics(STORED_TOPICS)
 
 _CLOCK = {"timestamp"}  # an event's own timestamp is a placeholder; the store stamps it
 
 
-class PydanticMapper(Mapper):
-    """Events are stored as their JSON dump; loading validates them again through the model."""
+class PydanticMapper:
+    """Events are stored as their JSON dump with the store's clock; loading validates them again
+    through the model. (Not the library's mapper: every event is stamped as it is stored.)"""
 
-    def to_stored_event(self, domain_event: Any) -> StoredEvent:
-        return StoredEvent(*self.row(domain_event, None))
-
-    def row(self, event: BaseModel, recorded_at: int | None) -> tuple[UUID, int, str, bytes]:
+    def row(self, event: BaseModel, recorded_at: int) -> tuple[UUID, int, str, bytes]:
         """The event as the store keeps it: originator id and version, topic, JSON state."""
         # pydantic writes the JSON itself (a dict in between was most of the cost of saving);
         # the store's clock goes in as the last member, in microseconds.
         state = event.__pydantic_serializer__.to_json(event, exclude_unset=True, exclude=_CLOCK)
-        if recorded_at is not None:
-            state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
+        state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
         return (event.originator_id, event.originator_version,  # type: ignore[attr-defined]
                 STORED_TOPICS[type(event)], state)
 
-    def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        state = self.transcoder.decode(stored_event.state)
-        state["timestamp"] = from_micros(state["timestamp"])
-        return resolve_topic(stored_event.topic)(**state)
+    def to_domain_event(self, topic: str, state: bytes) -> Any:
+        values = orjson.loads(state)
+        values["timestamp"] = from_micros(values["timestamp"])
+        return library.resolve_topic(topic)(**values)
 
 
-CONFLICTS = (IntegrityError, sqlite3.IntegrityError)
+CONFLICTS = library.CONFLICTS
 
 
 class Conflict(Exception):
@@ -119,17 +104,6 @@ def _now(write: Callable[[], object]) -> Future[None]:
     return future
 
 
-class Ledger(Application):
-    name = "tollbook"
-    env: ClassVar[dict[str, str]] = {
-        "TRANSCODER_TOPIC": get_topic(OrjsonTranscoder),
-        "MAPPER_TOPIC": get_topic(PydanticMapper),
-    }
-
-    def construct_recorder(self):  # the projections need tracking beside the events
-        return self.factory.process_recorder()
-
-
 @dataclass(frozen=True)
 class Location:
     """Where a store lives: a SQLite file, or a PostgreSQL database."""
@@ -140,21 +114,14 @@ class Location:
     def is_postgres(self) -> bool:
         return self.url.startswith(("postgresql://", "postgres://"))
 
-    def environment(self) -> dict[str, str]:
-        if self.is_postgres:
-            from tollbook.store import pgstore
+    @property
+    def path(self) -> str:
+        """A SQLite store's file."""
+        return self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
 
-            return pgstore.environment(self.url)
-        path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"no such folder: {folder}")
-        return {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": path,
-            "SQLITE_LOCK_TIMEOUT": "30",
-            "ORIGINATOR_ID_TYPE": "uuid",
-        }
+
+CLOCK_DDL = ("CREATE TABLE IF NOT EXISTS tollbook_clock "
+             "(id INTEGER PRIMARY KEY CHECK (id = 1), last_recorded_at BIGINT NOT NULL)")
 
 
 class EventStore:
@@ -165,49 +132,54 @@ class EventStore:
         self.is_postgres = location.is_postgres
         self._writer: ThreadPoolExecutor | None = None
         self._last_behind: Future[None] | None = None  # the last batch written behind, whoever's
-        env = location.environment()
+        self.mapper = PydanticMapper()
         if self.is_postgres:
-            self._open_postgres(env)
+            self._open_postgres()
         else:
-            self.app = Ledger(env=env)
-            self.recorder = self.app.recorder
-        self.mapper: PydanticMapper = self.app.mapper  # type: ignore[assignment]
+            self._open_sqlite()
         # The log and the projections' positions, named as each recorder names them.
         self.events_table: str = self.recorder.events_table_name
         self.tracking_table: str = getattr(self.recorder, "tracking_table_name", "tracking")
         self.notification_id: str = "notification_id" if self.is_postgres else "rowid"
-        if not self.is_postgres:
+
+    def _open_sqlite(self) -> None:
+        path = self.location.path
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"no such folder: {folder}")
+        self.recorder = library.open_sqlite(path, lock_timeout=30)
+        with self.transaction(write=False) as cursor:
+            cursor.execute("SELECT count(*) FROM sqlite_master WHERE name = 'tollbook_clock'")
+            made = cursor.fetchone()[0]
+        if not made:  # a new store: made once, under the write lock (the clock comes last)
             with self.transaction() as cursor:
-                cursor.execute(
-                    "CREATE TABLE IF NOT EXISTS tollbook_clock "
-                    "(id INTEGER PRIMARY KEY CHECK (id = 1), last_recorded_at BIGINT NOT NULL)"
-                )
+                cursor.execute("SELECT count(*) FROM sqlite_master WHERE name = 'tollbook_clock'")
+                if not cursor.fetchone()[0]:
+                    library.create_sqlite_tables(self.recorder, cursor)
+                    cursor.execute(CLOCK_DDL)
 
-    def _open_postgres(self, env: dict[str, str]) -> None:
-        from eventsourcing.persistence import PersistenceError
-
+    def _open_postgres(self) -> None:
         from tollbook.store import pgstore
 
+        settings = pgstore.environment(self.location.url)
         try:
-            self.app = Ledger(env=env)
-            self.recorder = self.app.recorder
+            self.recorder = library.open_postgres(settings)
             pgstore.prepare(self.recorder)
-        except PersistenceError as error:
-            app = getattr(self, "app", None)
-            if app is not None:
-                app.close()
-            reason = pgstore.probe(env) if "connection" in str(error).lower() else " ".join(str(error).split())
-            raise pgstore.StoreUnavailable(f"PostgreSQL {pgstore.describe(env)}: {reason}") from None
+        except library.PersistenceError as error:
+            if hasattr(self, "recorder"):
+                library.close(self.recorder)
+            reason = pgstore.probe(settings) if "connection" in str(error).lower() else " ".join(str(error).split())
+            raise pgstore.StoreUnavailable(f"PostgreSQL {pgstore.describe(settings)}: {reason}") from None
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.shutdown()  # after the batch being written behind, if any
-        self.app.close()
+        library.close(self.recorder)
 
     # -- reading aggregates -------------------------------------------------------------
 
-    def events_of(self, aggregate_id: UUID) -> Iterator[DomainEvent]:
-        return self.app.events.get(aggregate_id)
+    def events_of(self, aggregate_id: UUID) -> list[DomainEvent]:
+        return self.events_of_many([aggregate_id]).get(aggregate_id, [])
 
     def events_of_many(self, aggregate_ids: Sequence[UUID], chunk: int = 500) -> dict[UUID, list[DomainEvent]]:
         """The events of many aggregates in a few queries (in version order); an aggregate
@@ -224,7 +196,7 @@ class EventStore:
                 )
                 for originator_id, version, topic, state in cursor.fetchall():
                     aggregate_id = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
-                    event = self.mapper.to_domain_event(StoredEvent(aggregate_id, version, topic, state))
+                    event = self.mapper.to_domain_event(topic, bytes(state))
                     found.setdefault(aggregate_id, []).append(event)
         return found
 
@@ -243,7 +215,7 @@ class EventStore:
         if self.is_postgres:
             from tollbook.store import pgstore
 
-            with pgstore.transaction(self.recorder.datastore, write=write, durable=durable) as cursor:
+            with pgstore.transaction(self.recorder, write=write, durable=durable) as cursor:
                 yield cursor
             return
         cursor, end = self._begin(write=write, durable=durable)
@@ -259,7 +231,7 @@ class EventStore:
         back) and gives its connection back to the pool."""
         if write and self._last_behind is not None:
             wait([self._last_behind])  # the batch still being written behind holds the write lock
-        checkout = self.recorder.datastore.get_connection(commit=write)
+        checkout = library.sqlite_connection(self.recorder, write=write)
         connection = checkout.__enter__()
         cursor: sqlite3.Cursor | None = None
 
@@ -279,7 +251,7 @@ class EventStore:
                 checkout.__exit__(None, None, None)
 
         try:
-            cursor = connection.cursor().sqlite_cursor
+            cursor = connection.cursor()
             cursor.row_factory = None  # plain tuples: the recorder's sqlite3.Row costs several times more a row
             if write:
                 # Not durable: a power cut may take back the last commits, never the file, so
@@ -372,7 +344,7 @@ class EventStore:
         if self.is_postgres:
             # The recorder's insert takes the EXCLUSIVE table lock first (notification ids in
             # commit order), NOTIFYs listeners on commit, and inserts every event in one statement.
-            self.recorder._insert_stored_events(cursor.raw, [StoredEvent(*r) for r in rows])
+            library.insert_stored_events(self.recorder, cursor.raw, rows)
         else:
             # Many rows a statement: one step of SQLite's, which lets go of Python's lock while
             # it writes (executemany takes the lock back after every row, and a busy main thread
@@ -392,8 +364,7 @@ class EventStore:
 
     def track(self, cursor: Any, projection: str, position: int) -> None:
         """Advances a projection's position in the transaction that wrote its rows."""
-        raw = cursor.raw if self.is_postgres else _Cursor(cursor)
-        self.recorder._insert_tracking(raw, Tracking(projection, position))
+        library.insert_tracking(self.recorder, cursor.raw if self.is_postgres else cursor, projection, position)
 
     def drop(self, cursor: Any, name: str) -> None:
         """Drops the table or view ``name`` if there is one."""
@@ -416,11 +387,14 @@ class EventStore:
 
     def head(self) -> tuple[int, int | None]:
         """The log's last notification id (0 when empty) and its event's recorded_at."""
-        position = self.recorder.max_notification_id() or 0
+        position = self.last_position()
         if not position:
             return 0, None
-        [last] = self.recorder.select_notifications(position, 1)
-        return position, orjson.loads(last.state).get("timestamp")
+        return position, orjson.loads(library.last_state(self.recorder, position)).get("timestamp")
+
+    def last_position(self) -> int:
+        """The log's last notification id (0 when empty)."""
+        return library.max_notification_id(self.recorder)
 
     def read_log(self, cursor: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         """The log's next ``limit`` events after ``after``, in order: (notification id, topic,
@@ -449,23 +423,7 @@ class EventStore:
             return nullcontext(None)
         from tollbook.store import pgstore
 
-        return pgstore.listening(self.recorder.datastore, self.recorder.channel_name)
-
-
-class _Cursor:
-    """The shape the eventsourcing recorders expect of a cursor."""
-
-    def __init__(self, raw: sqlite3.Cursor):
-        self.raw = raw
-
-    def execute(self, *args: Any) -> None:
-        self.raw.execute(*args)
-
-    def fetchone(self) -> Any:
-        return self.raw.fetchone()
-
-    def fetchall(self) -> Any:
-        return self.raw.fetchall()
+        return pgstore.listening(self.recorder)
 
 
 def to_micros_now() -> int:

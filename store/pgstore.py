@@ -23,9 +23,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
-from eventsourcing.postgres import PostgresFactory
-from eventsourcing.utils import get_topic
 from psycopg.rows import tuple_row
+
+from tollbook.store import eventsourcing_adapter as library
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CLOCK_DDL = ("CREATE TABLE IF NOT EXISTS tollbook_clock "
@@ -34,16 +34,6 @@ CLOCK_DDL = ("CREATE TABLE IF NOT EXISTS tollbook_clock "
 
 class StoreUnavailable(OSError):
     """The PostgreSQL server cannot be reached or refuses us."""
-
-
-class PostgresStoreFactory(PostgresFactory):
-    """eventsourcing's factory, with every connection's ``search_path`` set to the store's
-    schema so Tollbook's own tables (clock, projections) live beside the events."""
-
-    def __init__(self, env: Any):
-        super().__init__(env)
-        # The pool opens on first use, after this: every connection it makes gets the option.
-        self.datastore.pool.kwargs["options"] = f"-c search_path={self.datastore.schema}"
 
 
 def environment(url: str) -> dict[str, str]:
@@ -64,7 +54,6 @@ def environment(url: str) -> dict[str, str]:
     except ValueError:
         raise ValueError("the PostgreSQL URL's port is not a number") from None
     return {
-        "PERSISTENCE_MODULE": get_topic(PostgresStoreFactory),
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": unquote(parts.hostname or "localhost"),
         "POSTGRES_PORT": str(port),
@@ -78,7 +67,6 @@ def environment(url: str) -> dict[str, str]:
         "POSTGRES_CONNECT_TIMEOUT": "10",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "60",
         "ORIGINATOR_ID_TYPE": "uuid",
-        "CREATE_TABLE": "no",  # created by :func:`prepare`, under a lock
     }
 
 
@@ -171,11 +159,11 @@ class QmarkCursor:
 
 
 @contextmanager
-def transaction(datastore: Any, *, write: bool, durable: bool = True) -> Iterator[QmarkCursor]:
+def transaction(recorder: Any, *, write: bool, durable: bool = True) -> Iterator[QmarkCursor]:
     """One transaction on a pooled connection. A read sees one snapshot throughout (REPEATABLE
     READ), as a SQLite read transaction does, so a query's several SELECTs agree. A write that
     need not be ``durable`` does not wait for the WAL flush at commit."""
-    with datastore.get_connection() as connection, connection.transaction():
+    with library.postgres_connection(recorder) as connection, connection.transaction():
         with connection.cursor(row_factory=tuple_row) as raw:
             if not write:
                 raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -192,16 +180,15 @@ def lock(cursor: QmarkCursor, name: str) -> None:
 def prepare(recorder: Any) -> None:
     """Creates the schema, the recorder's tables and the clock once; several processes opening a
     new store at the same time wait for each other (a session advisory lock)."""
-    datastore = recorder.datastore
-    schema = datastore.schema
-    with datastore.get_connection() as connection, connection.cursor(row_factory=tuple_row) as cursor:
+    schema = library.schema(recorder)
+    with library.postgres_connection(recorder) as connection, connection.cursor(row_factory=tuple_row) as cursor:
         cursor.execute("SELECT to_regclass(%s)", (f"{schema}.tollbook_clock",))
         if cursor.fetchone()[0] is not None:
             return  # created (the clock comes last)
         cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"tollbook-setup:{schema}",))
         try:
             cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            recorder.create_table()
+            library.create_tables(recorder)
             cursor.execute(CLOCK_DDL)
             cursor.execute("INSERT INTO tollbook_clock (id, last_recorded_at) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
         finally:
@@ -209,10 +196,11 @@ def prepare(recorder: Any) -> None:
 
 
 @contextmanager
-def listening(datastore: Any, channel: str) -> Iterator[Any]:
-    """A connection that LISTENs on ``channel``; ``wait(seconds)`` returns True when a
+def listening(recorder: Any) -> Iterator[Any]:
+    """A connection that LISTENs on the recorder's channel; ``wait(seconds)`` returns True when a
     notification arrived (the recorder NOTIFYs in every transaction that inserts events)."""
-    with datastore.get_connection() as connection:
+    channel = library.channel(recorder)
+    with library.postgres_connection(recorder) as connection:
         connection.execute(f'LISTEN "{channel}"')
 
         def wait(seconds: float) -> bool:

@@ -323,7 +323,7 @@ def test_an_interrupt_before_a_batch_is_handed_over_leaves_the_store_unlocked(tm
 def test_a_writer_that_keeps_losing_is_told_in_one_line(db_path, monkeypatch):
     """The retries are bounded: a writer that loses every time gets one line per document. A
     batch that conflicts is split, so each document gets its own retries."""
-    from eventsourcing.persistence import IntegrityError
+    from tollbook.store.eventsourcing_adapter import IntegrityError
 
     from tollbook.api import Tollbook
     from tollbook.store.eventstore import EventStore

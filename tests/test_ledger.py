@@ -275,7 +275,7 @@ def test_a_transaction_read_in_pieces_projects_as_one_read(book, db_path):
 def test_a_projection_that_keeps_failing_is_not_retried_for_ever(book, monkeypatch):
     """A batch refused because another process projected it first is read again; one refused
     every time is a fault, raised after a few tries instead of looped on."""
-    from eventsourcing.persistence import IntegrityError
+    from tollbook.store.eventsourcing_adapter import IntegrityError
 
     from tollbook.projections.projector import Claims, Projector
 
