@@ -23,7 +23,7 @@ from tollbook.commands.handlers import Evolve, Unit, handle, reads
 from tollbook.domain import ids
 from tollbook.domain.errors import Rejected
 from tollbook.domain.events import DomainEvent
-from tollbook.store.eventstore import Conflict, EventStore, Writing
+from tollbook.store.eventstore import Conflict, EventStore, StoreFull, Writing
 from tollbook.store.memory import without_cycle_collection
 
 _ABSENT = object()
@@ -44,6 +44,7 @@ class IngestResult:
     unchanged: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     last_recorded_at: int | None = None
+    stored_through: int = 0  # the last line whose document's fate is settled (stored, unchanged, rejected)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,17 @@ class IngestResult:
             "unchanged": self.unchanged,
             "rejected": [{"line": r.line, "error": r.error} for r in self.rejected],
         }
+
+
+class IngestStopped(StoreFull):
+    """The disk filled up mid-ingest: ``result`` counts what was stored (each document whole),
+    through line ``result.stored_through``; nothing after it was stored."""
+
+    def __init__(self, error: StoreFull, result: IngestResult):
+        where = (f"stopped after line {result.stored_through}: the documents through it are stored (each whole),"
+                 " none after it" if result.stored_through else "stopped before storing anything")
+        super().__init__(f"{error}; {where}")
+        self.result = result
 
 
 @dataclass
@@ -118,13 +130,16 @@ class Ingestor:
                 self._run(parsed, result)
                 self._save(result)
                 self._land(result)  # nothing is accepted before it is on disk
-            except BaseException:
+            except BaseException as error:
                 if self._writing is not None:
                     with suppress(Exception):  # the batch being written is stored whole or not at all
                         self._writing[1].settle()
                 self._writing, self._batch, self._batch_events = None, [], 0
                 self._written.clear()
                 self._pending.clear()
+                if isinstance(error, StoreFull):
+                    result.rejected.sort(key=lambda r: r.line)
+                    raise IngestStopped(error, result) from error
                 raise
             # Let go of what only this ingest needed while the collector is still off: back on
             # (and at the process's exit) it would walk all of it once more.
@@ -269,6 +284,7 @@ class Ingestor:
         if stamps:
             result.last_recorded_at = stamps[-1]
         for d in batch:
+            result.stored_through = max(result.stored_through, d.line)
             if d.rejected:
                 result.rejected.append(Rejection(d.line, d.rejected))
             elif d.changes:

@@ -292,6 +292,11 @@ class Projector:
         self.projections = all_projections(self.store)
         self.topics = {topic for projection in self.projections for topic in projection.handlers}
         self._left: dict[str, int] | None = None  # each projection's position after this projector's last batch
+        # Opening a store that has every projection and index takes no write lock: a reader
+        # does not queue behind a writer.
+        with store.transaction(write=False) as cursor:
+            if self._complete(cursor):
+                return
         with store.transaction() as cursor:
             store.lock(cursor, self.LOCK)
             for projection in self.projections:
@@ -300,6 +305,14 @@ class Projector:
             # A rebuild stopped before its end left the query indexes out; a store made by an
             # earlier version may lack an index this one projects with.
             self._index(cursor)
+
+    def _complete(self, cursor: Any) -> bool:
+        """Whether every projection has a position and every index of theirs is there."""
+        if any(self._position(cursor, projection) is None for projection in self.projections):
+            return False
+        wanted = {schema.index_name(statement) for projection in self.projections
+                  for statement in [*projection.indexes, *projection.query_indexes]}
+        return wanted <= self.store.indexes(cursor)
 
     def _position(self, cursor: Any, projection: Projection) -> int | None:
         cursor.execute(f"SELECT notification_id FROM {self.tracking} WHERE application_name = ?", (projection.name,))
@@ -371,7 +384,18 @@ class Projector:
                              "head": self.store.last_position()})
         return done
 
+    def _current(self) -> int | None:
+        """The log's head if every projection stands there, read without the write lock (a
+        query on current projections never waits for a writer); else None."""
+        with self.store.transaction(write=False) as cursor:
+            positions = [self._position(cursor, p) or 0 for p in self.projections]
+            head = self.store.head_position(cursor)
+        return head if min(positions) >= head else None
+
     def _step(self) -> tuple[int, int]:
+        head = self._current()
+        if head is not None:
+            return 0, head
         # Projections can be rebuilt from the log: their commits need not wait for the disk.
         with self.store.transaction(durable=False) as cursor:
             self.store.lock(cursor, self.LOCK)

@@ -100,5 +100,10 @@ CLAIM_QUERY_INDEXES = [
 OBSOLETE_TABLES = ["tb_figures", "tb_claims"]
 
 
+def index_name(statement: str) -> str:
+    """The index a ``CREATE INDEX IF NOT EXISTS name ON …`` statement makes."""
+    return statement.split(" IF NOT EXISTS ", 1)[1].split()[0]
+
+
 def for_postgres(statement: str) -> str:
     return statement.replace("INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY")

@@ -20,13 +20,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent, Tracking
+from eventsourcing.persistence import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+    Tracking,
+)
 from eventsourcing.sqlite import SQLiteFactory
 from eventsourcing.utils import Environment, register_topic, resolve_topic
-
-__all__ = ["CONFLICTS", "IntegrityError", "PersistenceError", "close", "create_sqlite_tables", "create_tables",
-           "insert_stored_events", "insert_tracking", "last_state", "max_notification_id", "open_postgres",
-           "open_sqlite", "channel", "schema", "postgres_connection", "register_topics", "resolve_topic", "sqlite_connection"]
 
 # The library names PostgreSQL's tables after the application: tollbook_events, tollbook_tracking.
 NAME = "tollbook"
@@ -35,6 +40,22 @@ MIGRATION = "__migration__"  # the tracking row the library keeps for its table'
 # What a write refused because another writer stored the same aggregate version (or tracking
 # position) first raises: the library's error, or SQLite's own from Tollbook's direct inserts.
 CONFLICTS = (IntegrityError, sqlite3.IntegrityError)
+
+
+def is_store_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the database itself cannot be used (cannot be opened or reached,
+    damaged, read-only, full, locked too long): not a conflict, not a statement's mistake. The
+    library turns psycopg's errors and some of sqlite3's into its own."""
+    if isinstance(error, CONFLICTS):
+        return False
+    return (isinstance(error, (sqlite3.OperationalError, InterfaceError, OperationalError, InternalError))
+            or type(error) in (sqlite3.DatabaseError, DatabaseError, PersistenceError)
+            or (isinstance(error, PersistenceError) and "permission denied" in str(error)))
+
+
+def is_disk_full(error: BaseException) -> bool:
+    text = str(error)
+    return "database or disk is full" in text or "No space left on device" in text
 
 
 def register_topics(topics: dict[type, str]) -> None:

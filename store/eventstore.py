@@ -70,6 +70,49 @@ class PydanticMapper:
 CONFLICTS = library.CONFLICTS
 
 
+class StoreUnusable(OSError):
+    """The store cannot be used: not a store, damaged, read-only, full, or not answering. The
+    message says why in one line (where is the caller's to say: it knows what it opened)."""
+
+
+class StoreFull(StoreUnusable):
+    """The disk (or the database server's) is full: what was being written is not stored."""
+
+
+READ_ONLY = "Tollbook writes the store's file, and its -wal and -shm files beside it"
+_HINTS = (  # what SQLite says, and what the user can do about it
+    ("file is not a database", "not a SQLite file, so not a Tollbook store"),
+    ("malformed", "the SQLite file is damaged"),
+    ("readonly", f"read-only: {READ_ONLY}"),
+    ("unable to open database file", "cannot open the file, or make its -wal and -shm files beside it"),
+    ("database is locked", "another process held the store's write lock for over 30 s"),
+)
+
+
+def unusable(error: BaseException) -> StoreUnusable | None:
+    """``error`` as :class:`StoreUnusable` if it says the store cannot be used, else None."""
+    if isinstance(error, StoreUnusable):
+        return error
+    if not library.is_store_failure(error):
+        return None
+    reason = " ".join(str(error).split()) or type(error).__name__
+    if library.is_disk_full(error):
+        return StoreFull(f"the disk is full ({reason})")
+    hint = next((hint for marker, hint in _HINTS if marker in reason), None)
+    return StoreUnusable(f"{hint} ({reason})" if hint else reason)
+
+
+@contextmanager
+def _failing_as_unusable() -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:
+        failure = unusable(error)
+        if failure is None or failure is error:
+            raise
+        raise failure from error
+
+
 class Conflict(Exception):
     """Another writer saved events of the same aggregate first; decide again on fresh state."""
 
@@ -86,7 +129,8 @@ class Writing:
         """Waits until the batch is stored; raises :class:`Conflict` if another writer got to
         one of its aggregates first (then nothing of it is stored)."""
         try:
-            self._future.result()
+            with _failing_as_unusable():
+                self._future.result()
         except CONFLICTS as error:
             raise Conflict(str(error)) from error
 
@@ -147,20 +191,34 @@ class EventStore:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"no such folder: {folder}")
-        self.recorder = library.open_sqlite(path, lock_timeout=30)
+        _check_sqlite_file(path)
+        with _failing_as_unusable():
+            self.recorder = library.open_sqlite(path, lock_timeout=30)
+            try:
+                self._prepare_sqlite()
+            except BaseException:
+                library.close(self.recorder)
+                raise
+
+    def _prepare_sqlite(self) -> None:
+        """Makes a new store's tables, once: a store already made is only read (no write lock)."""
         with self.transaction(write=False) as cursor:
-            cursor.execute("SELECT count(*) FROM sqlite_master WHERE name = 'tollbook_clock'")
-            made = cursor.fetchone()[0]
-        if not made:  # a new store: made once, under the write lock (the clock comes last)
-            with self.transaction() as cursor:
-                cursor.execute("SELECT count(*) FROM sqlite_master WHERE name = 'tollbook_clock'")
-                if not cursor.fetchone()[0]:
-                    library.create_sqlite_tables(self.recorder, cursor)
-                    cursor.execute(CLOCK_DDL)
+            tables = _tables(cursor)
+        if "tollbook_clock" in tables:
+            return
+        if tables and "stored_events" not in tables:
+            raise StoreUnusable(f"a SQLite file, but not a Tollbook store (its tables: {', '.join(sorted(tables)[:5])})")
+        with self.transaction() as cursor:  # the write lock: one process makes them (the clock comes last)
+            if "tollbook_clock" not in _tables(cursor):
+                library.create_sqlite_tables(self.recorder, cursor)
+                cursor.execute(CLOCK_DDL)
 
     def _open_postgres(self) -> None:
-        from tollbook.store import pgstore
-
+        try:
+            from tollbook.store import pgstore
+        except ImportError as error:
+            raise StoreUnusable("a PostgreSQL store needs the postgres extra: pip install 'tollbook[postgres]'"
+                                f" ({error})") from None
         settings = pgstore.environment(self.location.url)
         try:
             self.recorder = library.open_postgres(settings)
@@ -169,7 +227,7 @@ class EventStore:
             if hasattr(self, "recorder"):
                 library.close(self.recorder)
             reason = pgstore.probe(settings) if "connection" in str(error).lower() else " ".join(str(error).split())
-            raise pgstore.StoreUnavailable(f"PostgreSQL {pgstore.describe(settings)}: {reason}") from None
+            raise StoreUnusable(f"PostgreSQL {pgstore.describe(settings)}: {reason}") from None
 
     def close(self) -> None:
         if self._writer is not None:
@@ -212,19 +270,20 @@ class EventStore:
         deadlocks); on PostgreSQL a read sees one snapshot. Either way the cursor takes SQL with
         ``?`` placeholders and returns tuples. A write is on disk when its commit returns,
         unless ``durable`` is False (for what can be rebuilt from the log: the projections)."""
-        if self.is_postgres:
-            from tollbook.store import pgstore
+        with _failing_as_unusable():
+            if self.is_postgres:
+                from tollbook.store import pgstore
 
-            with pgstore.transaction(self.recorder, write=write, durable=durable) as cursor:
+                with pgstore.transaction(self.recorder, write=write, durable=durable) as cursor:
+                    yield cursor
+                return
+            cursor, end = self._begin(write=write, durable=durable)
+            try:
                 yield cursor
-            return
-        cursor, end = self._begin(write=write, durable=durable)
-        try:
-            yield cursor
-        except BaseException:
-            end(commit=False)
-            raise
-        end(commit=True)
+            except BaseException:
+                end(commit=False)
+                raise
+            end(commit=True)
 
     def _begin(self, *, write: bool, durable: bool) -> tuple[sqlite3.Cursor, Callable[..., None]]:
         """SQLite: a cursor in a new transaction, and the function that ends it (commit or roll
@@ -265,9 +324,12 @@ class EventStore:
                 # page cache a big batch evicts index pages and writes them again.
                 cursor.execute("PRAGMA cache_size = -65536")  # KiB
             cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        except BaseException:
+        except BaseException as error:
             end(commit=False)
-            raise
+            failure = unusable(error)
+            if failure is None:
+                raise
+            raise failure from error
         return cursor, end
 
     def append(self, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
@@ -390,11 +452,13 @@ class EventStore:
         position = self.last_position()
         if not position:
             return 0, None
-        return position, orjson.loads(library.last_state(self.recorder, position)).get("timestamp")
+        with _failing_as_unusable():
+            return position, orjson.loads(library.last_state(self.recorder, position)).get("timestamp")
 
     def last_position(self) -> int:
         """The log's last notification id (0 when empty)."""
-        return library.max_notification_id(self.recorder)
+        with _failing_as_unusable():
+            return library.max_notification_id(self.recorder)
 
     def read_log(self, cursor: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         """The log's next ``limit`` events after ``after``, in order: (notification id, topic,
@@ -402,6 +466,19 @@ class EventStore:
         cursor.execute(f"SELECT {self.notification_id}, topic, state FROM {self.events_table}"
                        f" WHERE {self.notification_id} > ? ORDER BY {self.notification_id} LIMIT ?", (after, limit))
         return cursor.fetchall()
+
+    def head_position(self, cursor: Any) -> int:
+        """The log's last notification id (0 when empty), read in the caller's transaction."""
+        cursor.execute(f"SELECT max({self.notification_id}) FROM {self.events_table}")
+        return cursor.fetchone()[0] or 0
+
+    def indexes(self, cursor: Any) -> set[str]:
+        """The names of the indexes the store has (beside the log's own)."""
+        if self.is_postgres:
+            cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+        else:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        return {name for (name,) in cursor.fetchall()}
 
     def first_position(self, cursor: Any, aggregate_id: str) -> int | None:
         """Where the aggregate's first event stands in the log (its notification id)."""
@@ -424,6 +501,50 @@ class EventStore:
         from tollbook.store import pgstore
 
         return pgstore.listening(self.recorder)
+
+
+def _tables(cursor: Any) -> set[str]:
+    cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {name for (name,) in cursor.fetchall()}
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(path: str) -> None:
+    """Refuses, before SQLite touches it, what cannot be a store: a folder, a file that is not
+    SQLite, a SQLite file cut short (its header says how long it was), a file or folder Tollbook
+    cannot write (SQLite would open it read-only, and fail at the first write)."""
+    if os.path.isdir(path):
+        raise StoreUnusable("it is a folder, not a store file")
+    folder = os.path.dirname(os.path.abspath(path))
+    siblings = [path + "-wal", path + "-shm"]
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        raise StoreUnusable(f"it is on a read-only file system ({READ_ONLY})")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise StoreUnusable(f"the file is read-only ({READ_ONLY})")
+    if not os.access(folder, os.W_OK) and not all(os.access(p, os.W_OK) for p in siblings):
+        raise StoreUnusable(f"its folder is read-only ({READ_ONLY})")
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+            size = os.fstat(file.fileno()).st_size
+    except FileNotFoundError:
+        return  # a new store
+    except OSError as error:
+        raise StoreUnusable(f"cannot read it: {error.strerror}") from None
+    if not header:
+        return  # empty: SQLite makes it a new database
+    if not header.startswith(SQLITE_HEADER) or len(header) < 100:
+        raise StoreUnusable("not a SQLite file, so not a Tollbook store")
+    page_size = int.from_bytes(header[16:18]) or 1
+    page_size = 65_536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32])
+    # The page count is valid when the change counter matches; the WAL may hold the rest.
+    counted = header[24:28] == header[92:96]
+    wal = path + "-wal"
+    if counted and size < pages * page_size and not (os.path.exists(wal) and os.path.getsize(wal)):
+        raise StoreUnusable(f"the SQLite file is cut short: {size} of its {pages * page_size} bytes")
 
 
 def to_micros_now() -> int:

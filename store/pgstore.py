@@ -32,10 +32,6 @@ CLOCK_DDL = ("CREATE TABLE IF NOT EXISTS tollbook_clock "
              "(id INTEGER PRIMARY KEY CHECK (id = 1), last_recorded_at BIGINT NOT NULL)")
 
 
-class StoreUnavailable(OSError):
-    """The PostgreSQL server cannot be reached or refuses us."""
-
-
 def environment(url: str) -> dict[str, str]:
     """eventsourcing's settings for ``postgresql://user[:password]@host[:port]/dbname[?schema=NAME]``."""
     parts = urlsplit(url)

@@ -23,15 +23,42 @@ class UserError(click.ClickException):
         click.echo(f"tollbook: {self.message}", err=True)
 
 
-def _open(ctx: click.Context):
-    from tollbook.api import Tollbook
+_opened: list[str] = []  # the store this command opened: a store failing later is named with it
 
+
+def _open(ctx: click.Context):
+    from tollbook.api import DEFAULT_DB, Tollbook
+
+    where = ctx.obj["db"] or DEFAULT_DB
     try:
         book = Tollbook(ctx.obj["db"], ctx.obj["editor"])
     except (ValueError, OSError, NotImplementedError) as error:
-        raise UserError(f"--db: cannot open the store: {error}") from None
+        raise UserError(f"--db {_shown(where)}: cannot open the store: {error}") from None
+    _opened.append(where)
     ctx.call_on_close(book.close)
     return book
+
+
+def _shown(db: str) -> str:
+    """A store's URL without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(db)
+    if parts.password is None:
+        return db
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+def _store_failed(error: Exception) -> bool:
+    """A store that fails mid-command (damaged, read-only, full, gone): one line, exit 2."""
+    from tollbook.store.eventstore import unusable
+
+    failure = unusable(error)
+    if failure is None:
+        return False
+    where = f" {_shown(_opened[-1])}" if _opened else ""
+    click.echo(f"tollbook: --db{where}: the store failed: {failure}", err=True)
+    return True
 
 
 def _run(call: Callable[[], Any]) -> Any:
@@ -79,8 +106,14 @@ def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
     Each document is stored whole or not at all; a bad one is reported with its line and
     field and the rest are still taken. A document already stored is left alone.
     """
+    from tollbook.commands.ingest import IngestStopped
+
     book = _open(ctx)
-    result = book.ingest(file, **({"batch_events": batch_size} if batch_size else {}))
+    stopped = None
+    try:
+        result = book.ingest(file, **({"batch_events": batch_size} if batch_size else {}))
+    except IngestStopped as error:  # a full disk: how far it got, and exit 1
+        stopped, result = error, error.result
     if fmt == "json":
         from tollbook.render import as_json
 
@@ -89,7 +122,9 @@ def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
         for rejection in result.rejected:
             click.echo(str(rejection), err=True)
         click.echo(f"accepted {result.accepted}, unchanged {result.unchanged}, rejected {len(result.rejected)}")
-    ctx.exit(1 if result.rejected else 0)
+    if stopped is not None:
+        click.echo(f"tollbook: --db {_shown(book.db)}: {stopped}", err=True)
+    ctx.exit(1 if result.rejected or stopped else 0)
 
 
 def _point_options(command: Callable) -> Callable:
@@ -205,7 +240,13 @@ def _import(ctx: click.Context, file: str, fmt: str, run: Callable[[Any, Any], A
                 bar.update(max(0, min(done, size) - seen[0]))
                 seen[0] = max(seen[0], min(done, size))
 
-        summary = _run(lambda: run(book, progress))
+        from tollbook.store.eventstore import StoreFull
+
+        try:
+            summary = _run(lambda: run(book, progress))
+        except StoreFull as error:  # each document stored whole or not at all, as an ingest
+            click.echo(f"tollbook: --db {_shown(book.db)}: {error}", err=True)
+            ctx.exit(1)
     if fmt == "json":
         from tollbook.render import as_json
 
@@ -328,7 +369,12 @@ def status(ctx: click.Context, fmt: str) -> None:
 def main() -> None:
     """Runs the command; every error is one line on stderr (click's usage block is left out)."""
     try:
-        code = cli.main(prog_name="tollbook", standalone_mode=False)
+        try:
+            code = cli.main(prog_name="tollbook", standalone_mode=False)
+        except Exception as error:
+            if isinstance(error, click.ClickException) or not _store_failed(error):
+                raise
+            sys.exit(2)
     except click.exceptions.UsageError as error:
         hint = f" (see tollbook {error.ctx.command_path.partition(' ')[2]} --help)".replace("  ", " ") if error.ctx else ""
         click.echo(f"tollbook: {error.format_message()}{hint}", err=True)
