@@ -81,6 +81,24 @@ def generate(path: Path, rows: int, seed: int = 19_1) -> None:
             ])
 
 
+def expand(path: Path, rows: int, source: Path = REAL) -> None:
+    """Writes a GED file of ``rows`` rows made of the real extract's rows over and over, each copy
+    under new ids (``id`` + copy × 10,000,000), streaming: the real texture, any length."""
+    with open(source, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        real = list(reader)
+    at = header.index("id")
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for n in range(rows):
+            copy, row = divmod(n, len(real))
+            cells = list(real[row])
+            cells[at] = str(int(cells[at]) + copy * 10_000_000)
+            writer.writerow(cells)
+
+
 # -- phases (each in its own process) --------------------------------------------------------
 
 def phase_import(db: str, path: str, release: str) -> dict:
