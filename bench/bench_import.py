@@ -1,23 +1,31 @@
-"""The importer benchmark: the real UCDP GED extract and a synthetic GED-format file, each imported
-into a fresh store and then again unchanged, every import in its own process so its peak memory
-(max RSS) is its own.
+"""The importer benchmark (issue 14): a GED release expanded from the real extract to ``--rows``
+rows, every phase in its own process so its peak memory (max RSS) is its own, each timed
+against the floor measured in the same run (Python csv + sqlite3 executemany of every row):
+
+1. fresh import, then the first ``tally --by year`` (the projections catch up);
+2. the same file again (unchanged);
+3. the next release: 2% of the rows with changed figures, 1% gone, ``--complete``, then a tally;
+4. the store's bytes per row, by table and index (SQLite's dbstat);
+5. with ``--postgres URL``: the fresh import into PostgreSQL, rows/s against SQLite's.
 
     .venv/bin/python bench/bench_import.py [--rows 300000] [--out bench/results-import.md] [--keep DIR]
+        [--postgres postgresql://postgres@127.0.0.1:5432/test]
 
-The synthetic file has the real file's 42 columns and its texture: quoted article lists with
-commas and quotes, multi-line cells, empty cells, ``-1`` source counts, a few rows breaking
-low <= best <= high. It is written (streamed) by this script, deterministic for a seed.
+``--synthetic`` uses the generated GED-format file of earlier runs instead (42 columns, quoted
+article lists, multi-line cells, ``-1`` source counts, deterministic for a seed).
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import csv
 import json
 import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,18 +89,58 @@ def generate(path: Path, rows: int, seed: int = 19_1) -> None:
             ])
 
 
+def expand(path: Path, rows: int, source: Path = REAL) -> None:
+    """Writes a GED file of ``rows`` rows made of the real extract's rows over and over, each copy
+    under new ids (``id`` + copy × 10,000,000), streaming: the real texture, any length."""
+    with open(source, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        real = list(reader)
+    at = header.index("id")
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for n in range(rows):
+            copy, row = divmod(n, len(real))
+            cells = list(real[row])
+            cells[at] = str(int(cells[at]) + copy * 10_000_000)
+            writer.writerow(cells)
+
+
 # -- phases (each in its own process) --------------------------------------------------------
 
-def phase_import(db: str, path: str, release: str) -> dict:
+def _rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def phase_floor(db: str, path: str) -> dict:
+    """Python's csv module reading every row and sqlite3 inserting it whole (executemany)."""
+    start = time.perf_counter()
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        connection = sqlite3.connect(db)
+        connection.execute(f"CREATE TABLE rows ({', '.join(f'c{i}' for i in range(len(header)))})")
+        connection.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(header))})", reader)
+        connection.commit()
+        connection.close()
+    return {"seconds": time.perf_counter() - start, "max_rss_mb": _rss()}
+
+
+def phase_import(db: str, path: str, release: str, published_at: str, complete: str, tally: str) -> dict:
     from tollbook.api import Tollbook
 
     with Tollbook(db, editor="bench") as book:
         start = time.perf_counter()
-        summary = book.import_ucdp(path, release=release, published_at="2019-06-01")
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": summary.rows, "imported": summary.imported, "unchanged": summary.unchanged,
-            "widened": summary.widened, "rejected": len(summary.rejected),
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        summary = book.import_ucdp(path, release=release, published_at=published_at, complete=complete == "1")
+        imported = time.perf_counter() - start
+        if tally == "1":
+            rows = book.tally(by="year")["rows"]
+            assert rows, "no tally rows"
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "import_seconds": imported, "rows": summary.rows, "imported": summary.imported,
+            "unchanged": summary.unchanged, "widened": summary.widened, "rejected": len(summary.rejected),
+            "retracted": summary.retracted, "max_rss_mb": _rss()}
 
 
 def run_phase(*args: str) -> dict:
@@ -102,60 +150,117 @@ def run_phase(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def next_release(path: Path, out: Path, *, changed: float = 0.02, gone: float = 0.01, seed: int = 14) -> None:
+    """The release after ``path``: ``changed`` of the rows with their figures raised, ``gone`` of them left out."""
+    rng = random.Random(seed)
+    with open(path, newline="", encoding="utf-8") as f, open(out, "w", newline="", encoding="utf-8") as g:
+        reader = csv.DictReader(f)
+        writer = csv.DictWriter(g, fieldnames=reader.fieldnames or [])
+        writer.writeheader()
+        for row in reader:
+            draw = rng.random()
+            if draw < gone:
+                continue
+            if draw < gone + changed:
+                row["deaths_unknown"] = str(int(row["deaths_unknown"]) + 1)
+                for column in ("best", "high"):
+                    row[column] = str(int(row[column]) + 1)
+            writer.writerow(row)
+
+
+def store_bytes(db: Path) -> dict[str, int]:
+    """Bytes of every table and index of a SQLite store (after a checkpoint: the WAL folded in)."""
+    connection = sqlite3.connect(db)
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    found = dict(connection.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall())
+    connection.close()
+    return found
+
+
+def _remove(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=300_000, help="rows of the synthetic file (0: only the real one)")
+    parser.add_argument("--rows", type=int, default=300_000, help="rows of the GED file")
+    parser.add_argument("--synthetic", action="store_true", help="the generated GED-format file, not the expanded extract")
+    parser.add_argument("--postgres", help="also import into this PostgreSQL database (emptied first)")
     parser.add_argument("--out", help="also write the markdown table to this file")
     parser.add_argument("--keep", help="work in this folder and keep the files (default: a temporary one)")
-    parser.add_argument("--phase", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.phase:
-        print(json.dumps(phase_import(*options.phase)))
+        name, *args = options.phase
+        print(json.dumps({"floor": phase_floor, "import": phase_import}[name](*args)))
         return 0
 
     folder = Path(options.keep) if options.keep else Path(tempfile.mkdtemp(prefix="tollbook-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    files = [("real extract (examples/ucdp-ged-19.1)", REAL)]
-    generated = 0.0
-    if options.rows:
-        synthetic = folder / f"ged-synthetic-{options.rows}.csv"
-        start = time.perf_counter()
-        generate(synthetic, options.rows)
-        generated = time.perf_counter() - start
-        files.append((f"synthetic, {options.rows:,} rows", synthetic))
-    results = []
-    for name, path in files:
-        db = folder / f"{path.stem}.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        first = run_phase(str(db), str(path), "bench")
-        second = run_phase(str(db), str(path), "bench")
-        results.append((name, path, db, first, second))
+    first = folder / f"ged-{options.rows}.csv"
+    second = folder / f"ged-{options.rows}-next.csv"
+    (generate if options.synthetic else expand)(first, options.rows)
+    next_release(first, second)
+    floor_db, db = folder / "floor.db", folder / "store.db"
+    _remove(floor_db)
+    _remove(db)
+    floor = run_phase("floor", str(floor_db), str(first))
+    fresh = run_phase("import", str(db), str(first), "1", "2019-06-01", "0", "1")
+    assert fresh["imported"] == fresh["rows"], fresh
+    sizes = store_bytes(db)
+    again = run_phase("import", str(db), str(first), "1", "2019-06-01", "0", "0")
+    assert again["unchanged"] == again["rows"], again
+    later = run_phase("import", str(db), str(second), "2", "2020-06-01", "1", "1")
+    postgres = None
+    if options.postgres:
+        from tollbook.store.pgstore import environment  # noqa: F401  (fails early without the extra)
+        import psycopg
 
+        with psycopg.connect(options.postgres, autocommit=True) as connection:
+            connection.execute("DROP SCHEMA public CASCADE")
+            connection.execute("CREATE SCHEMA public")
+        postgres = run_phase("import", options.postgres, str(first), "1", "2019-06-01", "0", "0")
+
+    rows = fresh["rows"]
+    base = floor["seconds"]
     lines = [
-        f"Importer benchmark ({time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs); each import in its own process; SQLite store.",
-        f"Synthetic file generated in {generated:.1f} s." if options.rows else "No synthetic file (--rows 0).",
+        f"Import benchmark ({time.strftime('%Y-%m-%d %H:%M')}, Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end); "
+        f"{'synthetic GED-format' if options.synthetic else 'GED expanded from examples/ucdp-ged-19.1'}, "
+        f"{rows:,} rows ({first.stat().st_size / 1e6:.0f} MB); each phase in its own process; SQLite store.",
         "",
-        "| file | size | rows | first import | rows/s | peak RSS | second import (unchanged) | rows/s | peak RSS | store |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| phase | seconds | ÷ floor | rows/s | peak RSS |",
+        "|---|---|---|---|---|",
+        f"| floor: csv + sqlite3 executemany of every row | {base:.1f} | 1.0× | {rows / base:,.0f} | "
+        f"{floor['max_rss_mb']:.0f} MB |",
+        f"| fresh import | {fresh['import_seconds']:.1f} | {fresh['import_seconds'] / base:.1f}× | "
+        f"{rows / fresh['import_seconds']:,.0f} | |",
+        f"| fresh import + first `tally --by year` | {fresh['seconds']:.1f} | **{fresh['seconds'] / base:.1f}×** | "
+        f"{rows / fresh['seconds']:,.0f} | {fresh['max_rss_mb']:.0f} MB |",
+        f"| unchanged re-import | {again['seconds']:.1f} | **{again['seconds'] / base:.1f}×** | "
+        f"{rows / again['seconds']:,.0f} | {again['max_rss_mb']:.0f} MB |",
+        f"| next release (2% changed, 1% gone, --complete: {later['retracted']:,} claims retracted) + tally "
+        f"| {later['seconds']:.1f} | **{later['seconds'] / base:.1f}×** | {later['rows'] / later['seconds']:,.0f} | "
+        f"{later['max_rss_mb']:.0f} MB |",
     ]
-    for name, path, db, first, second in results:
-        assert first["imported"] == first["rows"] and second["unchanged"] == second["rows"], (first, second)
-        size = os.path.getsize(path) / 1e6
-        store = sum(os.path.getsize(p) for p in (f"{db}", f"{db}-wal") if os.path.exists(p)) / 1e6
-        lines.append(
-            f"| {name} | {size:.1f} MB | {first['rows']:,} | {first['seconds']:.1f} s | "
-            f"{first['rows'] / first['seconds']:,.0f} | {first['max_rss_mb']:.0f} MB | {second['seconds']:.1f} s | "
-            f"{second['rows'] / second['seconds']:,.0f} | {second['max_rss_mb']:.0f} MB | {store:.0f} MB |")
+    if postgres:
+        lines.append(f"| fresh import into PostgreSQL | {postgres['import_seconds']:.1f} | "
+                     f"{postgres['import_seconds'] / base:.1f}× | {rows / postgres['import_seconds']:,.0f} "
+                     f"(**{fresh['import_seconds'] / postgres['import_seconds']:.2f}×** SQLite's) | "
+                     f"{postgres['max_rss_mb']:.0f} MB |")
+    total = sum(sizes.values())
+    lines += ["", f"Store after the fresh import and first tally: {total / 1e6:.0f} MB, "
+              f"**{total / rows / 1000:.2f} KB a row** (the CSV: {first.stat().st_size / rows / 1000:.2f} KB a row).", "",
+              "| table or index | bytes a row |", "|---|---|"]
+    lines += [f"| {name} | {size / rows:,.0f} |" for name, size in sorted(sizes.items(), key=lambda kv: -kv[1])
+              if size / rows >= 1]
     table = "\n".join(lines)
     print(table)
     if options.out:
         Path(options.out).write_text(table + "\n")
     if not options.keep:
-        for child in folder.iterdir():
-            child.unlink()
-        folder.rmdir()
+        shutil.rmtree(folder)
     return 0
 
 

@@ -155,7 +155,9 @@ class Ingestor:
         for decided in parsed:
             self._batch.append(self._decide(decided))
             self._batch_events += len(decided.events)
-            if self._batch_events >= self.batch_events:
+            # Unchanged documents add no events: a batch also ends at a number of documents, or
+            # an unchanged re-import would hold every document of the file (issue 11, item 5).
+            if self._batch_events >= self.batch_events or len(self._batch) >= self.prefetch_documents:
                 self._save(result)
 
     def _prefetch(self, parsed: list[_Decided]) -> None:

@@ -323,6 +323,10 @@ class EventStore:
                 # Writes land all over the indexes (ids are random): in SQLite's default 2 MB
                 # page cache a big batch evicts index pages and writes them again.
                 cursor.execute("PRAGMA cache_size = -65536")  # KiB
+            else:
+                # A read gains little from a big cache, and a connection keeps what it cached: a
+                # re-import reading receipts all over a big log grew by the cache (issue 11, item 5).
+                cursor.execute("PRAGMA cache_size = -2000")  # SQLite's default
             cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except BaseException as error:
             end(commit=False)
