@@ -155,10 +155,12 @@ class Log:
                 self.store.lock(cursor, "tollbook-log-setup")
             if self._present(cursor):
                 return
+            # Built once, for a store made before the tree: a store that had one (it has an
+            # identity) and lost it is not given a new tree from whatever its log now holds.
             if self.postgres:
-                cursor.execute("SELECT to_regclass('tollbook_leaves') IS NULL")
+                cursor.execute("SELECT to_regclass('tollbook_leaves') IS NULL AND to_regclass('tollbook_identity') IS NULL")
             else:
-                cursor.execute("SELECT count(*) = 0 FROM sqlite_master WHERE name = 'tollbook_leaves'")
+                cursor.execute("SELECT count(*) = 0 FROM sqlite_master WHERE name IN ('tollbook_leaves', 'tollbook_identity')")
             new = bool(cursor.fetchone()[0])
             for statement in _tables(self.postgres) + _guards(self.postgres, self.store.events_table):
                 cursor.execute(statement)
