@@ -2,7 +2,7 @@
 
 Tollbook uses the library for its storage layer only: the recorders' configuration, their table
 DDL (the events table, the tracking table and its ``__migration__`` row), their connection
-pools, PostgreSQL's insert function with its EXCLUSIVE table lock and NOTIFY, the tracking
+pools, the channel PostgreSQL listeners wait on, the tracking
 insert that refuses a position already passed, notification selection, and the topic registry
 that names stored events. It does not use aggregates, ``Application``, ``save``, the library's
 mapper, or the projection runner: Tollbook decides events itself (``commands/``), serializes
@@ -16,7 +16,7 @@ PostgreSQL's parts (``eventsourcing.postgres``, psycopg) are imported only for a
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,7 +27,6 @@ from eventsourcing.persistence import (
     InternalError,
     OperationalError,
     PersistenceError,
-    StoredEvent,
     Tracking,
 )
 from eventsourcing.sqlite import SQLiteFactory
@@ -140,13 +139,6 @@ def postgres_connection(recorder: Any) -> Iterator[Any]:
 
 
 # -- writing and reading the log -------------------------------------------------------------
-
-def insert_stored_events(recorder: Any, cursor: Any, rows: Sequence[tuple]) -> None:
-    """PostgreSQL: inserts ``rows`` (originator id, version, topic, state) in the caller's
-    transaction (``cursor``: psycopg's), through the library's function: it takes the EXCLUSIVE
-    table lock first (notification ids in commit order) and NOTIFYs listeners on commit."""
-    recorder._insert_stored_events(cursor, [StoredEvent(*row) for row in rows])
-
 
 def insert_tracking(recorder: Any, cursor: Any, name: str, position: int) -> None:
     """Advances tracking ``name`` to ``position`` in the caller's transaction (``cursor``:

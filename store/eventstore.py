@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from tollbook.domain.events import DomainEvent
+    from tollbook.store.log import Batch
 
 # Each event type is stored under the topic it was first stored under: its module path from
 # before the folders installed as tollbook.*. They are names now, never a place to import from,
@@ -185,6 +186,9 @@ class EventStore:
         self.events_table: str = self.recorder.events_table_name
         self.tracking_table: str = getattr(self.recorder, "tracking_table_name", "tracking")
         self.notification_id: str = "notification_id" if self.is_postgres else "rowid"
+        from tollbook.store.log import Log
+
+        self.log = Log(self)  # the append path; creates the tree and the guards once
 
     def _open_sqlite(self) -> None:
         path = self.location.path
@@ -349,8 +353,8 @@ class EventStore:
         if not documents:
             return []
         with self.transaction() as cursor:
-            stamps, rows = self._stamp(cursor, documents)
-            self._insert(cursor, rows, stamps[-1])
+            stamps, batch = self._stamp(cursor, documents)
+            self._insert(cursor, batch)
         return stamps
 
     def write_behind(self, documents: Sequence[Sequence[DomainEvent]]) -> Writing:
@@ -364,11 +368,11 @@ class EventStore:
             return Writing(stamps, _now(lambda: stamps.extend(self._append(documents))))
         cursor, end = self._begin(write=True, durable=True)
         try:
-            stamps, rows = self._stamp(cursor, documents)
+            stamps, batch = self._stamp(cursor, documents)
         except BaseException:
             end(commit=False)
             raise
-        write = partial(self._write_behind, cursor, end, rows, stamps[-1])
+        write = partial(self._write_behind, cursor, end, batch)
         try:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="tollbook-write-behind")
@@ -381,52 +385,21 @@ class EventStore:
         self._last_behind = future
         return Writing(stamps, future)
 
-    def _write_behind(self, cursor: sqlite3.Cursor, end: Callable[..., None], rows: list[tuple], last: int) -> None:
+    def _write_behind(self, cursor: sqlite3.Cursor, end: Callable[..., None], batch: Batch) -> None:
         try:
-            self._insert(cursor, rows, last)
+            self._insert(cursor, batch)
         except BaseException:
             end(commit=False)
             raise
         end(commit=True)
 
-    def _stamp(self, cursor: Any, documents: Sequence[Sequence[DomainEvent]]) -> tuple[list[int], list[tuple]]:
-        """Each document's recorded_at, and its events as stored rows stamped with it."""
-        # On PostgreSQL the clock's row lock serializes writers: recorded_at increases in commit
-        # order (SQLite's BEGIN IMMEDIATE already did).
-        cursor.execute("SELECT last_recorded_at FROM tollbook_clock WHERE id = 1"
-                       + (" FOR UPDATE" if self.is_postgres else ""))
-        found = cursor.fetchone()
-        last = found[0] if found else 0
-        now = to_micros_now()  # read once the lock is held: no earlier writer can stamp later
-        stamps, rows = [], []
-        row = self.mapper.row
-        for events in documents:
-            last = max(now, last + 1)
-            stamps.append(last)
-            rows += [row(event, last) for event in events]
-        return stamps, rows
+    def _stamp(self, cursor: Any, documents: Sequence[Sequence[DomainEvent]]) -> tuple[list[int], Batch]:
+        """Each document's recorded_at, and its events as stored rows stamped with it, with
+        their positions and leaf hashes (the one append path: :class:`tollbook.store.log.Log`)."""
+        return self.log.stamp(cursor, documents)
 
-    def _insert(self, cursor: Any, rows: list[tuple], last: int) -> None:
-        if self.is_postgres:
-            # The recorder's insert takes the EXCLUSIVE table lock first (notification ids in
-            # commit order), NOTIFYs listeners on commit, and inserts every event in one statement.
-            library.insert_stored_events(self.recorder, cursor.raw, rows)
-        else:
-            # Many rows a statement: one step of SQLite's, which lets go of Python's lock while
-            # it writes (executemany takes the lock back after every row, and a busy main thread
-            # makes it wait each time). Under the write lock SQLite hands out consecutive
-            # rowids: the notification ids are in commit order.
-            per = min(8192, cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4)
-            for start in range(0, len(rows), per):
-                chunk = rows[start:start + per]
-                values = [value for i, version, topic, state in chunk for value in (i.hex, version, topic, state)]
-                cursor.execute(f"INSERT INTO {self.events_table} VALUES {', '.join(['(?, ?, ?, ?)'] * len(chunk))}",
-                               values)
-        cursor.execute(
-            "INSERT INTO tollbook_clock (id, last_recorded_at) VALUES (1, ?) "
-            "ON CONFLICT (id) DO UPDATE SET last_recorded_at = excluded.last_recorded_at",
-            (last,),
-        )
+    def _insert(self, cursor: Any, batch: Batch) -> None:
+        self.log.insert(cursor, batch)
 
     def track(self, cursor: Any, projection: str, position: int) -> None:
         """Advances a projection's position in the transaction that wrote its rows."""

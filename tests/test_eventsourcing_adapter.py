@@ -96,16 +96,13 @@ def test_events_are_stamped_read_back_and_a_second_version_1_conflicts(store):
     assert store.last_position() == 1
 
 
-def test_postgres_insert_takes_the_exclusive_table_lock_and_notifies_on_commit(store, stores):
+def test_postgres_append_notifies_the_library_channel_on_commit(store, stores):
     if not stores.is_postgres:
-        pytest.skip("PostgreSQL's insert function")
+        pytest.skip("PostgreSQL's notifications")
     with store.listening() as wait:
         with store.transaction() as cursor:
-            _, rows = store._stamp(cursor, [[_defined("locked")]])
-            library.insert_stored_events(store.recorder, cursor.raw, rows)
-            cursor.execute("SELECT mode FROM pg_locks WHERE relation = to_regclass('tollbook_events')"
-                           " AND pid = pg_backend_pid() AND granted")
-            assert "ExclusiveLock" in {mode for (mode,) in cursor.fetchall()}
+            _, batch = store._stamp(cursor, [[_defined("notified")]])
+            store._insert(cursor, batch)
             assert not wait(0.2)  # not before the commit
         assert wait(5)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -187,5 +187,78 @@ class Tollbook:
 
     def status(self) -> dict[str, Any]:
         """The event log's head (``position``: last notification id, and its ``recorded_at``) and
-        each projection's ``position`` and ``lag`` (events of the log it has not applied)."""
-        return self.projector.status()
+        each projection's ``position`` and ``lag`` (events of the log it has not applied), and
+        the last checkpoint the store signed (``checkpoint``, None if none)."""
+        from tollbook.store import audit
+
+        return self.projector.status() | {"checkpoint": audit.last_checkpoint(self.store)}
+
+    # -- tamper evidence (CONTRACT section 8; store/audit.py) -----------------------------
+
+    def log(self, after: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """The stored events after position ``after`` (at most ``limit``), in log order, as
+        ``tollbook log`` prints them: ``{"position", "leaf_hash", "event"}``."""
+        from tollbook.store import audit
+
+        if after < 0 or (limit is not None and limit < 0):
+            raise ValueError("--after and --limit: must be >= 0")
+        return audit.log_lines(self.store, after, limit)
+
+    def checkpoint(self, signing_key: str, origin: str | None = None) -> str:
+        """Signs the log's current size and root with ``signing_key`` (the text keygen wrote) as
+        a C2SP tlog-checkpoint note, records it in the store and returns it."""
+        from tollbook.store import audit
+        from tollbook.store.note import NoteError, Signer
+
+        try:
+            signer = Signer.parse(signing_key)
+        except NoteError as error:
+            raise ValueError(f"--key: {error}") from None
+        return audit.checkpoint(self.store, signer, origin, self.editor)
+
+    def last_checkpoint(self) -> str | None:
+        """The note of the last checkpoint the store signed, or None."""
+        from tollbook.store import audit
+
+        last = audit.last_checkpoint(self.store)
+        return last["note"] if last else None
+
+    def verify(self, checkpoints: Iterable[tuple[str, str]] = (), public_keys: Iterable[str] = ()) -> tuple[int, str]:
+        """Recomputes every leaf and the tree from the stored events and checks them against the
+        store; proves each checkpoint ``(label, note)``, signed by one of ``public_keys``
+        (verifier keys), consistent with the log. Returns (events, base64 root); raises
+        :class:`tollbook.store.audit.Failed` naming the first thing that does not hold."""
+        from tollbook.store import audit
+
+        verifiers = parse_verifiers(public_keys)
+        signed = [(label, audit.signed_checkpoint(label, note, verifiers)) for label, note in checkpoints]
+        events, root = audit.verify(self.store, signed)
+        return events, audit.b64(root)
+
+    def prove(self, *, incident: str, checkpoint: str, source: str | None = None, measure: str | None = None,
+              group: str | None = None) -> dict[str, Any]:
+        """A self-contained proof bundle of the incident's claims (filtered by source, measure,
+        group) as of the ``checkpoint`` note: their events with inclusion proofs, and history."""
+        from tollbook.store import audit
+        from tollbook.store.note import Checkpoint, NoteError
+
+        try:
+            size = Checkpoint.parse(checkpoint.rpartition("\n\n")[0] + "\n").size
+        except NoteError as error:
+            raise ValueError(f"--checkpoint: {error}") from None
+        as_of = audit.as_of_checkpoint(self.store, size) if size else None
+        if as_of is None:
+            raise ValueError("--checkpoint: it signs no event of this log")
+        answer = self.history(incident=incident, source=source, measure=measure, group=group, as_of=as_of)
+        incidents = {incident} | {c["incident_id"] for c in answer["claims"]} | {
+            c["canonical_id"] for c in answer["claims"] if "canonical_id" in c}
+        return audit.bundle(self.store, checkpoint, answer, incidents)
+
+
+def parse_verifiers(public_keys: Iterable[str]) -> list:
+    from tollbook.store.note import NoteError, Verifier
+
+    try:
+        return [Verifier.parse(key) for key in public_keys]
+    except NoteError as error:
+        raise ValueError(f"--public-key: {error}") from None

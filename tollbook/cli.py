@@ -361,9 +361,172 @@ def status(ctx: click.Context, fmt: str) -> None:
 
     answer = _open(ctx).status()
     click.echo(render.as_json(answer) if fmt == "json" else render.status_table(answer))
+    last = answer.get("checkpoint")
+    if fmt != "json":
+        click.echo(f"last checkpoint: size {last['size']}, root {last['root']}, key {last['key']}, signed at"
+                   f" {last['recorded_at']} by {last['recorded_by']}" if last else "last checkpoint: none")
 
 
 # -- end of project and status ----------------------------------------------------------------
+
+
+# -- tamper evidence (CONTRACT section 8) -----------------------------------------------------
+
+def _read(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{what}: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+
+
+def _failed(message: str, command: str) -> None:
+    click.echo(f"tollbook: {command}: {message}", err=True)
+    sys.exit(1)
+
+
+@cli.command("log")
+@click.option("--after", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Start after position N.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="K", help="At most K events.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+@click.pass_context
+def log_command(ctx: click.Context, after: int, limit: int | None, fmt: str) -> None:
+    """Every stored event in log order, one JSON object a line: its position, its leaf hash in
+    the log's Merkle tree and the event (the README says how to recompute the leaf)."""
+    import orjson
+
+    out = sys.stdout.buffer
+    for line in _open(ctx).log(after, limit):
+        out.write(orjson.dumps(line) + b"\n")
+    out.flush()
+
+
+@cli.command()
+@click.option("--out", "out", required=True, metavar="FILE", help="Where the signing key goes (mode 0600); "
+              "the verifier key goes to FILE.pub.")
+@click.option("--name", default="tollbook", show_default=True, help="The key's name (in every signature line).")
+def keygen(out: str, name: str) -> None:
+    """Make an Ed25519 signing key for checkpoints; prints its verifier key."""
+    from tollbook.store.note import NoteError, Signer
+
+    try:
+        signer = Signer.generate(name)
+    except NoteError as error:
+        raise UserError(f"--name: {error}") from None
+    try:
+        descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(signer.text() + "\n")
+        with open(out + ".pub", "w") as file:
+            file.write(signer.verifier.text() + "\n")
+    except OSError as error:
+        raise UserError(f"--out: cannot write {error.filename}: {error.strerror}") from None
+    click.echo(signer.verifier.text())
+
+
+@cli.command()
+@click.option("--key", required=True, metavar="FILE", help="The signing key keygen wrote.")
+@click.option("--origin", metavar="NAME", help="The log's name in the checkpoint [default: tollbook/<store id>].")
+@click.option("--out", metavar="FILE", help="Also write the checkpoint to FILE.")
+@click.pass_context
+def checkpoint(ctx: click.Context, key: str, origin: str | None, out: str | None) -> None:
+    """Sign the log's current size and root (a C2SP tlog-checkpoint note) and print it; the
+    store keeps each checkpoint it signed."""
+    note = _run(lambda: _open(ctx).checkpoint(_read(key, "--key"), origin))
+    if out:
+        try:
+            with open(out, "w", encoding="utf-8") as file:
+                file.write(note)
+        except OSError as error:
+            raise UserError(f"--out: cannot write {out}: {error.strerror}") from None
+    click.echo(note, nl=False)
+
+
+def _keys(public_keys: tuple[str, ...]) -> list[str]:
+    return [_read(path, "--public-key") for path in public_keys]
+
+
+@cli.command()
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="FILE",
+              help="A checkpoint the log must still extend (repeatable).")
+@click.option("--public-key", "public_keys", multiple=True, metavar="FILE",
+              help="A verifier key (FILE.pub of keygen) that signs the checkpoints (repeatable).")
+@click.pass_context
+def verify(ctx: click.Context, checkpoints: tuple[str, ...], public_keys: tuple[str, ...]) -> None:
+    """Recompute every leaf and the Merkle tree from the stored events and check them against
+    the store; prove each checkpoint consistent with today's log."""
+    from tollbook.store.audit import Failed
+    from tollbook.store.log import StoreDamaged
+
+    if checkpoints and not public_keys:
+        raise UserError("--checkpoint: needs --public-key to check its signature")
+    notes = [(path, _read(path, "--checkpoint")) for path in checkpoints]
+    book = _open(ctx)
+    try:
+        events, root = _run(lambda: book.verify(notes, _keys(public_keys)))
+    except (Failed, StoreDamaged) as error:
+        _failed(str(error), "verify")
+    click.echo(f"verified {events} events, root {root}")
+
+
+@cli.command()
+@click.option("--incident", required=True, metavar="ID", help="The incident whose claims are proved.")
+@click.option("--source", help="Only this source's claims.")
+@click.option("--measure", help="Only this measure.")
+@click.option("--group", help="Only this group.")
+@click.option("--checkpoint", "checkpoint_file", required=True, metavar="FILE",
+              help="The signed checkpoint the proofs lead to.")
+@click.option("--out", "out", required=True, metavar="BUNDLE", help="Where the proof bundle (JSON) goes.")
+@click.pass_context
+def prove(ctx: click.Context, incident: str, source: str | None, measure: str | None, group: str | None,
+          checkpoint_file: str, out: str) -> None:
+    """Write a self-contained proof of an incident's claims: their stored events, history and
+    an inclusion proof of each event against the checkpoint."""
+    from tollbook.render import as_json
+    from tollbook.store.log import StoreDamaged
+
+    note = _read(checkpoint_file, "--checkpoint")
+    try:
+        bundle = _run(lambda: _open(ctx).prove(incident=incident, source=source, measure=measure, group=group,
+                                               checkpoint=note))
+    except StoreDamaged as error:
+        _failed(str(error), "prove")
+    try:
+        with open(out, "w", encoding="utf-8") as file:
+            file.write(as_json(bundle) + "\n")
+    except OSError as error:
+        raise UserError(f"--out: cannot write {out}: {error.strerror}") from None
+    click.echo(f"wrote {out}: {len(bundle['events'])} events, {len(bundle['history']['claims'])} claims,"
+               f" proved against checkpoint size {bundle['checkpoint'].split(chr(10))[1]}")
+
+
+@cli.command("verify-proof")
+@click.argument("bundle", metavar="BUNDLE")
+@click.option("--public-key", "public_keys", multiple=True, required=True, metavar="FILE",
+              help="The verifier key that signs the bundle's checkpoint (repeatable).")
+def verify_proof(bundle: str, public_keys: tuple[str, ...]) -> None:
+    """Check a proof bundle with no store: the checkpoint's signature, every event's leaf and
+    inclusion proof, and that the history follows from the events; print that history."""
+    import orjson
+
+    from tollbook import render
+    from tollbook.api import parse_verifiers
+    from tollbook.store.audit import Failed, b64, verify_bundle
+
+    text = _read(bundle, "BUNDLE")
+    verifiers = _run(lambda: parse_verifiers(_keys(public_keys)))
+    try:
+        cp, history, events = verify_bundle(orjson.loads(text), verifiers)
+    except orjson.JSONDecodeError as error:
+        _failed(f"{bundle} is not JSON: {error}", "verify-proof")
+    except Failed as error:
+        _failed(str(error), "verify-proof")
+    click.echo(f"proved {events} events against checkpoint {cp.origin} size {cp.size} root {b64(cp.root)}")
+    click.echo(render.history_table(history, _now()))
+
+
+# -- end of tamper evidence ---------------------------------------------------------------------
 
 
 def main() -> None:

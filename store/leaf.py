@@ -1,0 +1,124 @@
+"""Each stored event as ``tollbook log`` prints it, and its leaf in the log's Merkle tree.
+
+The leaf is defined from the event's decoded fields, not from how the store encodes them, so
+the storage can change without changing a hash (README, "The leaf recipe"):
+
+    event = {"type": "ClaimReported",            # a stable name, never a module path
+             "aggregate_id": "<uuid>", "aggregate_version": 1,
+             "recorded_at": "2026-11-24T19:50:12.000000Z", "recorded_by": "ana",
+             "fields": {...every other field the event was stored with...}}
+    leaf  = canonical JSON of event: keys sorted, no white space, UTF-8 (nothing escaped that
+            need not be), numbers as Python's json writes them; instants (recorded_at, and
+            published_at among the fields) as RFC 3339 UTC with six fractional digits and Z.
+    leaf_hash = SHA-256(0x00 ‖ leaf)
+
+that is ``json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+encoded as UTF-8. orjson writes the same bytes for everything but some floats (``1e-05``), so
+it writes the events that cannot hold a float; the others go through ``json`` when they do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
+from tollbook.domain.document import DocumentReceived
+from tollbook.domain.incident import IncidentAmended, IncidentDefined, IncidentMerged
+from tollbook.domain.time import from_micros, to_micros
+from tollbook.store.eventstore import STORED_TOPICS
+from tollbook.store.merkle import leaf_hash
+
+# Written out, not taken from the class names: renaming a class must not change a hash.
+TYPE_NAMES = {
+    ClaimReported: "ClaimReported", ClaimRetracted: "ClaimRetracted", ClaimCorrected: "ClaimCorrected",
+    IncidentDefined: "IncidentDefined", IncidentAmended: "IncidentAmended", IncidentMerged: "IncidentMerged",
+    DocumentReceived: "DocumentReceived",
+}
+TYPE_OF_TOPIC = {STORED_TOPICS[event_type]: name for event_type, name in TYPE_NAMES.items()}
+INSTANT_FIELDS = {"ClaimReported": ("published_at",), "ClaimRetracted": ("published_at",),
+                  "ClaimCorrected": ("published_at",), "DocumentReceived": ("published_at",)}
+WITHOUT_FLOATS = frozenset({"ClaimReported", "ClaimRetracted", "ClaimCorrected", "IncidentMerged"})
+ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")
+
+
+class Undecodable(ValueError):
+    """A stored event that cannot be read as one: not JSON, an unknown type, fields missing."""
+
+
+def recorded_text(micros: int) -> str:
+    """An instant as the log and the leaves write it: UTC, six fractional digits, Z."""
+    moment = from_micros(micros)
+    return f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}.{moment.microsecond:06d}Z"
+
+
+@lru_cache(maxsize=65_536)  # a report's events share their published_at
+def _instant(text: str) -> str:
+    return recorded_text(to_micros(datetime.fromisoformat(text)))
+
+
+def logged(aggregate_id: Any, version: int, topic: str, state: bytes) -> dict[str, Any]:
+    """The stored event (its row: aggregate id and version, topic, JSON state) as the log prints
+    it. Raises :class:`Undecodable`."""
+    try:
+        kind = TYPE_OF_TOPIC[topic]
+    except (KeyError, TypeError):
+        raise Undecodable(f"unknown event type {topic!r}") from None
+    try:
+        fields = orjson.loads(state)
+        if not isinstance(fields, dict):
+            raise Undecodable("its state is not a JSON object")
+        identity = aggregate_id if isinstance(aggregate_id, UUID) else UUID(str(aggregate_id))
+        if UUID(str(fields["originator_id"])) != identity or fields["originator_version"] != version:
+            raise Undecodable("its state names another aggregate or version than its row")
+        recorded_at, recorded_by = fields["timestamp"], fields["recorded_by"]
+        if type(recorded_at) is not int or not isinstance(recorded_by, str):
+            raise Undecodable("its timestamp or recorded_by is not what the store writes")
+        for name in ENVELOPE:
+            del fields[name]
+        for name in INSTANT_FIELDS.get(kind, ()):
+            if fields.get(name) is not None:
+                fields[name] = _instant(fields[name])
+        return {"type": kind, "aggregate_id": str(identity), "aggregate_version": version,
+                "recorded_at": recorded_text(recorded_at), "recorded_by": recorded_by, "fields": fields}
+    except Undecodable:
+        raise
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError, AttributeError) as error:
+        raise Undecodable(f"cannot be decoded ({type(error).__name__}: {error})") from None
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
+def leaf(event: dict[str, Any]) -> bytes:
+    """The leaf bytes of an event as :func:`logged` gives it."""
+    if event["type"] in WITHOUT_FLOATS or not _has_float(event["fields"]):
+        try:
+            return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+        except (TypeError, orjson.JSONEncodeError):  # an integer beyond 64 bits: json writes it
+            pass
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def hash_of(aggregate_id: Any, version: int, topic: str, state: bytes) -> bytes:
+    """The leaf hash of a stored event's row."""
+    return leaf_hash(leaf(logged(aggregate_id, version, topic, state)))
+
+
+def printed(position: int, found: bytes, event: dict[str, Any]) -> dict[str, Any]:
+    """A line of ``tollbook log``."""
+    return {"position": position, "leaf_hash": base64.b64encode(found).decode(), "event": event}
+
