@@ -13,11 +13,12 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 from uuid import UUID
 
 import orjson
@@ -82,7 +83,7 @@ class StoreFull(StoreUnusable):
 
 READ_ONLY = "Tollbook writes the store's file, and its -wal and -shm files beside it"
 _HINTS = (  # what SQLite says, and what the user can do about it
-    ("file is not a database", "not a SQLite file, so not a Tollbook store"),
+    ("file is not a database", "the SQLite file is damaged (or not SQLite)"),
     ("malformed", "the SQLite file is damaged"),
     ("readonly", f"read-only: {READ_ONLY}"),
     ("unable to open database file", "cannot open the file, or make its -wal and -shm files beside it"),
@@ -207,11 +208,8 @@ class EventStore:
     def _prepare_sqlite(self) -> None:
         """Makes a new store's tables, once: a store already made is only read (no write lock)."""
         with self.transaction(write=False) as cursor:
-            tables = _tables(cursor)
-        if "tollbook_clock" in tables:
-            return
-        if tables and "stored_events" not in tables:
-            raise StoreUnusable(f"a SQLite file, but not a Tollbook store (its tables: {', '.join(sorted(tables)[:5])})")
+            if "tollbook_clock" in _tables(cursor):
+                return
         with self.transaction() as cursor:  # the write lock: one process makes them (the clock comes last)
             if "tollbook_clock" not in _tables(cursor):
                 library.create_sqlite_tables(self.recorder, cursor)
@@ -522,6 +520,14 @@ def _check_sqlite_file(path: str) -> None:
     wal = path + "-wal"
     if counted and size < pages * page_size and not (os.path.exists(wal) and os.path.getsize(wal)):
         raise StoreUnusable(f"the SQLite file is cut short: {size} of its {pages * page_size} bytes")
+    # Read only: SQLite's first write would turn another program's file to WAL.
+    try:
+        with closing(sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)) as connection:
+            tables = _tables(connection.cursor())
+    except sqlite3.Error as error:
+        raise unusable(error) or error from None
+    if tables and "stored_events" not in tables:
+        raise StoreUnusable(f"a SQLite file, but not a Tollbook store (its tables: {', '.join(sorted(tables)[:5])})")
 
 
 def to_micros_now() -> int:
