@@ -332,8 +332,8 @@ def test_a_writer_that_keeps_losing_is_told_in_one_line(db_path, monkeypatch):
         ana.ingest(setup_documents(1))
         calls = []
 
-        def always_late(self, cursor, rows, last):
-            calls.append(len(rows))
+        def always_late(self, cursor, batch):
+            calls.append(len(batch.rows))
             raise IntegrityError("another writer saved first")
 
         monkeypatch.setattr(EventStore, "_insert", always_late)
