@@ -17,7 +17,7 @@ import orjson
 
 from tollbook.domain.ids import source_key
 from tollbook.domain.tally import Candidate, counting_spans
-from tollbook.domain.time import format_instant, normalize_day, to_micros
+from tollbook.domain.time import format_recorded, normalize_day, to_micros
 from tollbook.projections import schema
 from tollbook.projections.timeline import Timeline
 from tollbook.store.eventstore import CONFLICTS, EventStore
@@ -141,7 +141,7 @@ class Claims(Projection):
     recorded time (see :data:`projections.schema.CLAIMS`), a timeline keyed by claim and
     version; and when each version counts on both clocks (``tb_counting``)."""
 
-    name = "claims.v4"
+    name = "claims.v5"  # v5: source keys are NFKC (domain.ids.source_key); a v4 store rebuilds it once
     tables = schema.CLAIMS
     views = schema.CLAIM_VIEWS
     indexes = schema.CLAIM_INDEXES
@@ -464,7 +464,7 @@ class Projector:
         head, recorded_at = self.store.head()
         positions = self.positions()
         return {
-            "head": {"position": head, "recorded_at": format_instant(recorded_at)},
+            "head": {"position": head, "recorded_at": format_recorded(recorded_at)},
             "projections": [{"name": name, "position": position, "lag": self.store.count_after(position)}
                             for name, position in sorted(positions.items())],
         }
