@@ -15,15 +15,17 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from tollbook.domain.events import Count, Qualifier, check_range
 from tollbook.domain.incident import KNOWN_FIELDS, check_fields
 from tollbook.domain.time import parse_instant
 
-# The longest id, source, measure or group: PostgreSQL's btree indexes hold at most about
-# 2,700 bytes a row, and the read models index an incident id, source, measure and group together.
+# The longest id, source, measure or group. PostgreSQL's btree indexes hold at most 2,704 bytes
+# a row (of what does not compress), and the read models index a claim's incident id, source,
+# measure and group together: those four may take at most MAX_KEY_BYTES in UTF-8.
 MAX_NAME = 1000
+MAX_KEY_BYTES = 2400
 # The deepest a document may nest objects and lists (the document itself is depth 1): what the
 # store's JSON encoder takes is 254, and stored events nest a document's values a level deeper.
 MAX_DEPTH = 32
@@ -32,6 +34,30 @@ Instant = Annotated[datetime, BeforeValidator(parse_instant)]
 Token = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:.\-]*$", max_length=MAX_NAME)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _bytes(*names: str) -> int:
+    return sum(len(name) for name in names) if all(name.isascii() for name in names) else len("".join(names).encode())
+
+
+def _fits(incident_id: str) -> str:
+    if len(incident_id) * 4 > MAX_KEY_BYTES and _bytes(incident_id) > MAX_KEY_BYTES:
+        raise ValueError(f"takes {_bytes(incident_id)} bytes in UTF-8, more than the {MAX_KEY_BYTES} a store can index")
+    return incident_id
+
+
+IncidentId = Annotated[Name, AfterValidator(_fits)]
+
+
+def check_key(incident_id: str, source: str, measure: str, group: str) -> None:
+    """A claim's key fits in one index row of the read models (see MAX_KEY_BYTES)."""
+    if len(incident_id) + len(source) + len(measure) + len(group) > MAX_KEY_BYTES // 4:
+        taken = _bytes(incident_id, source, measure, group)
+        if taken > MAX_KEY_BYTES:
+            longest = max(("incident_id", incident_id), ("source", source), ("measure", measure), ("group", group),
+                          key=lambda named: _bytes(named[1]))[0]
+            raise ValueError(f"{longest}: the claim's incident_id, source, measure and group take {taken} bytes in "
+                             f"UTF-8, more than the {MAX_KEY_BYTES} a store can index together")
 
 
 class Document(BaseModel):
@@ -43,7 +69,7 @@ class IncidentFields(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    incident_id: Name
+    incident_id: IncidentId
 
     @model_validator(mode="after")
     def _fields(self) -> IncidentFields:
@@ -57,7 +83,7 @@ class IncidentFields(BaseModel):
 
 
 class ClaimFigure(Document):
-    incident_id: Name
+    incident_id: IncidentId
     source: Name
     measure: Token
     group: Token = "all"
@@ -71,6 +97,7 @@ class ClaimFigure(Document):
 
     @model_validator(mode="after")
     def _range(self) -> ClaimFigure:
+        check_key(self.incident_id, self.source, self.measure, self.group)
         check_range(self.low, self.best, self.high if self.high is not None else self.low)
         return self
 
@@ -109,10 +136,15 @@ class Incident(IncidentFields):
 
 
 class ClaimKey(Document):
-    incident_id: Name
+    incident_id: IncidentId
     source: Name
     measure: Token
     group: Token = "all"
+
+    @model_validator(mode="after")
+    def _key(self) -> ClaimKey:
+        check_key(self.incident_id, self.source, self.measure, self.group)
+        return self
 
 
 class Correction(ClaimKey):
@@ -148,8 +180,8 @@ class Retraction(ClaimKey):
 
 class Merge(Document):
     kind: Literal["merge"]
-    incident_id: Name
-    into: Name
+    incident_id: IncidentId
+    into: IncidentId
     reason: str | None = None
 
 

@@ -26,7 +26,9 @@ def _uuid5(name: str) -> UUID:
 _IDS_KEPT = 1 << 15
 
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+# Zero-width characters are removed, but the zero-width SPACE separates words as a space does
+# (CONTRACT section 1: "White\u200bHelmets" is "White Helmets").
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200c\u200d\u2060\ufeff")) | {0x200B: " "}
 
 
 @lru_cache(maxsize=_IDS_KEPT)
@@ -39,6 +41,12 @@ def source_key(source: str) -> str:
 def _legacy_source_key(source: str) -> str:
     # How sources were compared until stores kept NFKC keys: trimmed and case folded only.
     return source.strip().casefold()
+
+
+def respelled(source: str) -> bool:
+    """Whether this spelling of a source had a key of its own before sources were compared by
+    their NFKC key (a store written then may hold its claims apart from the source's others)."""
+    return _legacy_source_key(source) != source_key(source)
 
 
 @lru_cache(maxsize=_IDS_KEPT)
@@ -68,11 +76,10 @@ def claim_uuids(incident_id: str, source: str, measure: str, group: str) -> tupl
     before sources were compared by their NFKC key would have put this spelling's claim (only
     where the two keys differ: inner runs of spaces, no-break or zero-width spaces, full-width
     letters...), then :func:`claim_uuid`. So a store keeps adding to the claims it holds."""
-    legacy = _legacy_source_key(source)
     current = claim_uuid(incident_id, source, measure, group)
-    if legacy == source_key(source):
+    if not respelled(source):
         return (current,)
-    return _claim_uuid(incident_id, legacy, measure, group), current
+    return _claim_uuid(incident_id, _legacy_source_key(source), measure, group), current
 
 
 @lru_cache(maxsize=_IDS_KEPT)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from tollbook.domain.ids import source_key
+from tollbook.domain.ids import respelled, source_key
 from tollbook.domain.tally import Candidate, counting_spans
 from tollbook.domain.time import format_recorded, normalize_day, to_micros
 from tollbook.projections import schema
@@ -161,6 +161,7 @@ class Claims(Projection):
         self.entries = Timeline("tb_entries", ("claim_position", "version"), self.COLUMNS)
         self.counting = Timeline("tb_counting", ("claim_position", "version"), self.COUNTING)
         self.claims: dict[str, _Claim] = {}
+        self.spelled: set[str] = set()  # incidents for tb_spelled
         self.handlers = {
             CLAIM_REPORTED: self._reported,
             CLAIM_RETRACTED: self._retracted,
@@ -225,6 +226,8 @@ class Claims(Projection):
         if version == 1:
             claim = self.claims[claim_id] = _Claim((claim_id, position, event["incident_id"], event["source"],
                                                     source_key(event["source"]), event["measure"], event["group"]), {})
+            if respelled(event["source"]):
+                self.spelled.add(event["incident_id"])
         else:
             claim = self._claim(cursor, claim_id)
         self._new_version(claim, [position, *claim.columns, "reported", version, "reported", position, get("low"),
@@ -258,6 +261,10 @@ class Claims(Projection):
     def flush(self, cursor: Any) -> None:
         self.entries.flush(cursor)
         self.counting.flush(cursor)
+        if self.spelled:
+            cursor.executemany("INSERT INTO tb_spelled (incident_id) VALUES (?) ON CONFLICT (incident_id) DO NOTHING",
+                               [(incident_id,) for incident_id in sorted(self.spelled)])
+            self.spelled.clear()
         if len(self.claims) > self.CACHE:
             self.claims.clear()
 

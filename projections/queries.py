@@ -145,12 +145,15 @@ _BEST_IN_SQL = {"conservative": ("low", "c.low"), "highest": ("high", "c.high"),
 _MAX_IDS = 10_000
 
 
-def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
+def _pools(canonical: dict[str, str], spelled: Iterable[str] = (), size: int = 5_000) -> Iterator[list[str]]:
     """The incidents that merges pool together, in lists of about ``size`` ids, each pool whole
-    (so a list can exceed ``size``, and even ``_MAX_IDS``: then it is read by a scan)."""
+    (so a list can exceed ``size``, and even ``_MAX_IDS``: then it is read by a scan); and the
+    pools of the ``spelled`` incidents (see :func:`spelled`)."""
     members: dict[str, list[str]] = defaultdict(list)
     for merged, target in canonical.items():
         members[target].append(merged)
+    for incident_id in spelled:
+        members[canonical.get(incident_id, incident_id)]  # noqa: B018 (a pool of its own if in none)
     chunk: list[str] = []
     for target, merged in members.items():
         chunk += [target, *merged]
@@ -161,9 +164,17 @@ def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
         yield chunk
 
 
-# Incidents that merges pool together at the point (where one source may have several claims).
+def spelled(cursor: Any) -> list[str]:
+    """Incidents where a source may have several claims on one key: claims that a store written
+    before sources were compared by their NFKC key holds apart (projections.projector.Claims)."""
+    cursor.execute("SELECT incident_id FROM tb_spelled")
+    return [incident_id for (incident_id,) in cursor.fetchall()]
+
+
+# Incidents that merges pool together at the point (where one source may have several claims),
+# and those where a source has several claims of its own (spelled).
 _POOLED = (f"SELECT incident_id FROM tb_canonical WHERE {_VALID}"
-           f" UNION SELECT canonical_id FROM tb_canonical WHERE {_VALID}")
+           f" UNION SELECT canonical_id FROM tb_canonical WHERE {_VALID} UNION SELECT incident_id FROM tb_spelled")
 
 
 # tb_counting's rows (alias ``c``) that count at a point: measure, group, as_of twice, known_at twice.
@@ -175,7 +186,7 @@ def _pooled_figures(cursor: Any, measure: str, group: str, as_of: int, known_at:
                     canonical: dict[str, str]) -> list[SourceFigure]:
     """The source figures of the incidents that merges pool together, the row-by-row way."""
     figures: list[SourceFigure] = []
-    for incident_ids in _pools(canonical):
+    for incident_ids in _pools(canonical, spelled(cursor)):
         if len(incident_ids) <= _MAX_IDS:
             figures += source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical)
         else:  # one pool too big to name: read every incident's figures, keep the pool's
