@@ -8,21 +8,56 @@ failure becomes one line naming the field: ``claim 2: low: must be >= 0``.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from tollbook.domain.events import Count, Qualifier, check_range
 from tollbook.domain.incident import KNOWN_FIELDS, check_fields
 from tollbook.domain.time import parse_instant
 
+# The longest id, source, measure or group. PostgreSQL's btree indexes hold at most 2,704 bytes
+# a row (of what does not compress), and the read models index a claim's incident id, source,
+# measure and group together: those four may take at most MAX_KEY_BYTES in UTF-8.
+MAX_NAME = 1000
+MAX_KEY_BYTES = 2400
+# The deepest a document may nest objects and lists (the document itself is depth 1): what the
+# store's JSON encoder takes is 254, and stored events nest a document's values a level deeper.
+MAX_DEPTH = 32
+
 Instant = Annotated[datetime, BeforeValidator(parse_instant)]
-Token = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_:.\-]*$")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-Reason = Name
+Token = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:.\-]*$", max_length=MAX_NAME)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _bytes(*names: str) -> int:
+    return sum(len(name) for name in names) if all(name.isascii() for name in names) else len("".join(names).encode())
+
+
+def _fits(incident_id: str) -> str:
+    if len(incident_id) * 4 > MAX_KEY_BYTES and _bytes(incident_id) > MAX_KEY_BYTES:
+        raise ValueError(f"takes {_bytes(incident_id)} bytes in UTF-8, more than the {MAX_KEY_BYTES} a store can index")
+    return incident_id
+
+
+IncidentId = Annotated[Name, AfterValidator(_fits)]
+
+
+def check_key(incident_id: str, source: str, measure: str, group: str) -> None:
+    """A claim's key fits in one index row of the read models (see MAX_KEY_BYTES)."""
+    if len(incident_id) + len(source) + len(measure) + len(group) > MAX_KEY_BYTES // 4:
+        taken = _bytes(incident_id, source, measure, group)
+        if taken > MAX_KEY_BYTES:
+            longest = max(("incident_id", incident_id), ("source", source), ("measure", measure), ("group", group),
+                          key=lambda named: _bytes(named[1]))[0]
+            raise ValueError(f"{longest}: the claim's incident_id, source, measure and group take {taken} bytes in "
+                             f"UTF-8, more than the {MAX_KEY_BYTES} a store can index together")
 
 
 class Document(BaseModel):
@@ -34,7 +69,7 @@ class IncidentFields(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    incident_id: Name
+    incident_id: IncidentId
 
     @model_validator(mode="after")
     def _fields(self) -> IncidentFields:
@@ -48,7 +83,7 @@ class IncidentFields(BaseModel):
 
 
 class ClaimFigure(Document):
-    incident_id: Name
+    incident_id: IncidentId
     source: Name
     measure: Token
     group: Token = "all"
@@ -62,12 +97,14 @@ class ClaimFigure(Document):
 
     @model_validator(mode="after")
     def _range(self) -> ClaimFigure:
+        check_key(self.incident_id, self.source, self.measure, self.group)
         check_range(self.low, self.best, self.high if self.high is not None else self.low)
         return self
 
 
 class Report(Document):
-    """A report (CONTRACT section 3), with two optional extensions the importers use:
+    """A report (CONTRACT section 3): fields of the user's own go under ``attributes``. Two
+    optional extensions are for the importers:
 
     - ``part``: this document is one part of a larger report (one row of a dataset release).
       Each part is received on its own: the idempotency key is ``report_id#part`` instead of
@@ -80,8 +117,6 @@ class Report(Document):
       corrections applied; a retraction never equals a figure).
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-
     kind: Literal["report"]
     report_id: Name
     published_at: Instant
@@ -93,6 +128,7 @@ class Report(Document):
     # Factories: pydantic deep-copies a mutable default for every document that omits it.
     incidents: list[IncidentFields] = Field(default_factory=list)
     claims: list[ClaimFigure] = Field(default_factory=list)
+    attributes: dict[str, Any] | None = None
 
 
 class Incident(IncidentFields):
@@ -100,10 +136,15 @@ class Incident(IncidentFields):
 
 
 class ClaimKey(Document):
-    incident_id: Name
+    incident_id: IncidentId
     source: Name
     measure: Token
     group: Token = "all"
+
+    @model_validator(mode="after")
+    def _key(self) -> ClaimKey:
+        check_key(self.incident_id, self.source, self.measure, self.group)
+        return self
 
 
 class Correction(ClaimKey):
@@ -139,8 +180,8 @@ class Retraction(ClaimKey):
 
 class Merge(Document):
     kind: Literal["merge"]
-    incident_id: Name
-    into: Name
+    incident_id: IncidentId
+    into: IncidentId
     reason: str | None = None
 
 
@@ -167,20 +208,131 @@ def parse(line: str | bytes | dict) -> tuple[Command, str]:
         try:
             raw = orjson.loads(line)
         except orjson.JSONDecodeError as error:
-            raise BadDocument(f"malformed JSON: {error}") from None
+            raise BadDocument(f"malformed JSON: {error.msg} (at column {error.colno})") from None
     if not isinstance(raw, dict):
         raise BadDocument("a document must be a JSON object")
+    canonical = _canonical(raw, line)
     kind = raw.get("kind")
     model = KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
         expected = ", ".join(KINDS)
-        raise BadDocument(f"kind: unknown kind {kind!r} (expected one of {expected})")
+        raise BadDocument(f"kind: unknown kind {_shown(kind)} (expected one of {expected})")
     try:
         command = model.model_validate(raw)
     except ValidationError as error:
-        raise BadDocument(describe(error)) from None
-    content_hash = hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return command, content_hash
+        message = describe(error)
+        if model is Report and message.endswith(": unknown field") and message.count(": ") == 1:
+            message += " (a report keeps fields of its own under attributes)"
+        raise BadDocument(message) from None
+    return command, hashlib.sha256(canonical).hexdigest()
+
+
+# -- what a document may hold at all: checked on its canonical JSON, a walk only when needed --
+
+# Every string in JSON text, and whether a colon follows it (then it is a key): in JSON that
+# parsed, a match always starts where a string starts, so strings inside strings are never seen.
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"\s*(:?)')
+_NUL = b"\\u0000"  # how JSON writes a NUL (orjson always so)
+
+
+def _canonical(raw: dict, line: str | bytes | dict) -> bytes:
+    """The document as sorted compact JSON (what its content hash is of), once it is known to
+    hold no key twice, no NUL, nothing nested deeper than MAX_DEPTH and only JSON values."""
+    try:
+        canonical = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        canonical = None
+    # Cheap tests first: a document with few brackets is shallow; one without \u0000 holds no NUL.
+    if canonical is None or canonical.count(b"[") + canonical.count(b"{") >= MAX_DEPTH or _NUL in canonical:
+        problem = _problem(raw, [], 1)
+        if problem is not None:
+            raise BadDocument(problem)
+        if canonical is None:
+            raise BadDocument("not a JSON document")
+    if not isinstance(line, dict):
+        text = line.encode() if isinstance(line, str) else line
+        if _keys(text) != _keys(canonical):  # a key given twice collapses into one
+            raise BadDocument(_given_twice(text))
+    return canonical
+
+
+def _keys(text: bytes) -> int:
+    return sum(1 for colon in _STRINGS.findall(text) if colon)
+
+
+def _problem(value: Any, path: list, depth: int) -> str | None:
+    """The first thing in a decoded document that no document may hold, or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return _at(path, "must not hold a NUL character")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return _at(path, "must be valid Unicode text (not a lone surrogate)")
+        return None
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        return None if -2**63 <= value < 2**64 else _at(path, "must be an integer within 64 bits")
+    if not isinstance(value, (dict, list)):
+        return _at(path, f"not a JSON value: {type(value).__name__}")
+    if depth > MAX_DEPTH:  # named by where it starts: the claim, incident or field
+        return _at(path[:2] if path[0] in _PARTS else path[:1], f"nested deeper than {MAX_DEPTH} levels")
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(value, dict):
+            if not isinstance(key, str):
+                return _at(path, f"keys must be text, not {_shown(key)}")
+            problem = _problem(key, [*path, key], depth)
+            if problem is not None:
+                return problem
+        problem = _problem(item, [*path, key], depth + 1)
+        if problem is not None:
+            return problem
+    return None
+
+
+class _Twice(dict):
+    """An object some key of which was given twice (``twice``)."""
+
+    twice: str
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                found = _Twice(found)
+                found.twice = key
+                break
+            seen.add(key)
+    return found
+
+
+def _given_twice(text: bytes) -> str:
+    """Names the first key given twice (read again with a decoder that sees every pair)."""
+    found: list[str] = []
+
+    def look(value: Any, path: list) -> bool:
+        if isinstance(value, _Twice):
+            found.append(_at([*path, value.twice], "given twice in one object"))
+            return True
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        return any(look(item, [*path, key]) for key, item in items)
+
+    look(json.loads(text, object_pairs_hook=_pairs), [])
+    return found[0] if found else "a key is given twice in one object"
+
+
+def _at(path: list, message: str) -> str:
+    return ": ".join([*_where(path), message])
+
+
+def _shown(value: Any) -> str:
+    """A value as quoted in a message, cut short so that the message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 _PARTS = {"claims": "claim", "incidents": "incident"}
@@ -189,20 +341,28 @@ _PARTS = {"claims": "claim", "incidents": "incident"}
 def describe(error: ValidationError) -> str:
     """The first problem as ``claim 2: low: must be >= 0``."""
     problem = error.errors(include_url=False)[0]
-    where: list[str] = []
-    location = list(problem["loc"])
-    while location:
-        part = location.pop(0)
-        if part in _PARTS and location and isinstance(location[0], int):
-            where.append(f"{_PARTS[part]} {location.pop(0) + 1}")
-        elif isinstance(part, str) and not part.startswith("function-"):
-            where.append(part)
+    where = _where([part for part in problem["loc"] if not (isinstance(part, str) and part.startswith("function-"))])
     message = _message(problem)
     field, sep, rest = message.partition(": ")
     if sep and " " not in field:  # a model check that names its own field
         where.append(field)
         message = rest
     return ": ".join([*where, message])
+
+
+def _where(path: list) -> list[str]:
+    """A place in a document as people name it: ``["claims", 1, "low"]`` is ``claim 2``, ``low``."""
+    where: list[str] = []
+    location = list(path)
+    while location:
+        part = location.pop(0)
+        if part in _PARTS and location and isinstance(location[0], int):
+            where.append(f"{_PARTS[part]} {location.pop(0) + 1}")
+        elif isinstance(part, int):
+            where.append(f"item {part + 1}")
+        else:
+            where.append(_shown(part)[1:-1] if len(part) > 60 or not part.isprintable() else part)
+    return where
 
 
 def _message(problem: dict[str, Any]) -> str:
@@ -216,15 +376,17 @@ def _message(problem: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown field"
     if kind in ("int_type", "int_from_float", "int_parsing"):
-        return f"must be an integer, not {problem['input']!r}"
+        return f"must be an integer, not {_shown(problem['input'])}"
     if kind == "string_type":
         return "must be text"
     if kind == "string_too_short":
         return "must not be empty"
+    if kind == "string_too_long":
+        return f"must be at most {context['max_length']} characters, not {len(problem['input'])}"
     if kind == "string_pattern_mismatch":
-        return f"must be a lowercase token (letters, digits, _ : . -), not {problem['input']!r}"
+        return f"must be a lowercase token (letters, digits, _ : . -), not {_shown(problem['input'])}"
     if kind == "literal_error":
-        return f"must be one of {context.get('expected')}, not {problem['input']!r}"
+        return f"must be one of {context.get('expected')}, not {_shown(problem['input'])}"
     if kind == "list_type":
         return "must be a list"
     if kind in ("model_type", "dict_type"):

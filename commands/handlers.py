@@ -8,7 +8,7 @@ trace and the next document sees every change the accepted ones made.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +18,8 @@ from tollbook.domain import document as documents
 from tollbook.domain import incident as incidents
 from tollbook.domain.errors import Rejected
 from tollbook.domain.events import DomainEvent
-from tollbook.domain.ids import claim_uuid, document_uuid, incident_uuid
+from tollbook.domain.ids import claim_uuids, document_uuid, incident_uuid
+from tollbook.domain.time import CLOCK_SKEW, format_instant
 
 Evolve = Callable[[Any, DomainEvent], Any]
 Loader = Callable[[UUID, Evolve], Any]
@@ -31,6 +32,9 @@ class Unit:
         self.recorded_by = recorded_by
         self.changed: dict[UUID, Any] = {}
         self.events: list[DomainEvent] = []
+        # The store stamps recorded_at when it saves, never earlier than this: so a figure
+        # published no later than this (and the clock skew allowed) is published before it is recorded.
+        self.latest_published = datetime.now(UTC) + CLOCK_SKEW
 
     def get(self, aggregate_id: UUID, evolve: Evolve) -> Any:
         state = self.changed.get(aggregate_id, _UNCHANGED)
@@ -56,12 +60,13 @@ def reads(command: Command, content_hash: str) -> list[tuple[UUID, Evolve]]:
     if isinstance(command, Report):
         found += [(incident_uuid(i.incident_id), incidents.evolve) for i in command.incidents]
         for c in command.claims:
-            found += [(incident_uuid(c.incident_id), incidents.evolve),
-                      (claim_uuid(c.incident_id, c.source, c.measure, c.group), claims.evolve)]
+            found.append((incident_uuid(c.incident_id), incidents.evolve))
+            found += [(claim_id, claims.evolve) for claim_id in claim_uuids(c.incident_id, c.source, c.measure, c.group)]
     elif isinstance(command, Incident):
         found.append((incident_uuid(command.incident_id), incidents.evolve))
     elif isinstance(command, (Correction, Retraction)):
-        found.append((claim_uuid(command.incident_id, command.source, command.measure, command.group), claims.evolve))
+        found += [(claim_id, claims.evolve)
+                  for claim_id in claim_uuids(command.incident_id, command.source, command.measure, command.group)]
     elif isinstance(command, Merge):
         found += [(incident_uuid(command.incident_id), incidents.evolve), (incident_uuid(command.into), incidents.evolve)]
     return found
@@ -106,7 +111,24 @@ def _define(unit: Unit, fields: IncidentFields) -> None:
     )
 
 
+def _claim(unit: Unit, incident_id: str, source: str, measure: str, group: str) -> claims.Claim | None:
+    """The claim under this key as the store holds it (see :func:`claim_uuids`), or None."""
+    *legacy, current = claim_uuids(incident_id, source, measure, group)
+    for claim_id in legacy:
+        found = unit.get(claim_id, claims.evolve)
+        if found is not None:
+            return found
+    return unit.get(current, claims.evolve)
+
+
+def _published(unit: Unit, field: str, published_at: datetime | None) -> None:
+    if published_at is not None and published_at > unit.latest_published:
+        raise Rejected(field, f"{format_instant(published_at)} is later than the instant it is recorded "
+                              f"(at most {CLOCK_SKEW.seconds // 60} minutes of clock skew are allowed)")
+
+
 def _report(report: Report, unit: Unit) -> None:
+    _published(unit, "published_at", report.published_at)
     for number, fields in enumerate(report.incidents, 1):
         try:
             _define(unit, fields)
@@ -115,9 +137,10 @@ def _report(report: Report, unit: Unit) -> None:
     for number, figure in enumerate(report.claims, 1):
         if unit.get(incident_uuid(figure.incident_id), incidents.evolve) is None:
             raise Rejected(f"claim {number}: incident_id", f"unknown incident {figure.incident_id!r}")
-        existing = unit.get(claim_uuid(figure.incident_id, figure.source, figure.measure, figure.group), claims.evolve)
+        existing = _claim(unit, figure.incident_id, figure.source, figure.measure, figure.group)
         high = figure.high if figure.high is not None else figure.low
         published_at = figure.published_at or report.published_at
+        _published(unit, f"claim {number}: published_at", published_at)
         if report.revise == "changed" and _says_already(
                 existing, (figure.low, high, figure.best, figure.qualifier), published_at):
             continue
@@ -160,7 +183,7 @@ def _incident(command: Incident, unit: Unit) -> None:
 
 
 def _existing_claim(command: Correction | Retraction, unit: Unit) -> claims.Claim:
-    found = unit.get(claim_uuid(command.incident_id, command.source, command.measure, command.group), claims.evolve)
+    found = _claim(unit, command.incident_id, command.source, command.measure, command.group)
     if found is None:
         key = claims.describe(command.incident_id, command.source, command.measure, command.group)
         raise Rejected("claim", f"no claim {key} is recorded")
@@ -168,6 +191,7 @@ def _existing_claim(command: Correction | Retraction, unit: Unit) -> claims.Clai
 
 
 def _correction(command: Correction, unit: Unit) -> None:
+    _published(unit, "published_at", command.published_at)
     claim = _existing_claim(command, unit)
     unit.record(
         claims.correct(claim, version=command.version, fixes=command.fixes, reason=command.reason,
@@ -177,6 +201,7 @@ def _correction(command: Correction, unit: Unit) -> None:
 
 
 def _retraction(command: Retraction, unit: Unit) -> None:
+    _published(unit, "published_at", command.published_at)
     claim = _existing_claim(command, unit)
     unit.record(
         claims.retract(claim, published_at=command.published_at, reason=command.reason,

@@ -17,11 +17,17 @@ KNOWN_FIELDS = (
     "title", "occurred_from", "occurred_to", "country", "admin1", "admin2",
     "place", "lat", "lon", "perpetrator", "event_type",
 )
+# The fields a tally groups on or shows: text, or null to clear them.
+TEXT_FIELDS = ("title", "country", "admin1", "admin2", "place", "perpetrator", "event_type")
 
 
 def check_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """Validates the fields an incident is given; returns them with dates normalized."""
     checked = dict(fields)
+    for name in TEXT_FIELDS:
+        value = checked.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name}: must be text, not {type(value).__name__}")
     for name in ("occurred_from", "occurred_to"):
         value = checked.get(name)
         if value is not None:

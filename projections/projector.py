@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from tollbook.domain.ids import source_key
+from tollbook.domain.ids import respelled, source_key
 from tollbook.domain.tally import Candidate, counting_spans
-from tollbook.domain.time import format_instant, normalize_day, to_micros
+from tollbook.domain.time import format_recorded, normalize_day, to_micros
 from tollbook.projections import schema
 from tollbook.projections.timeline import Timeline
 from tollbook.store import eventsourcing_adapter as library
@@ -142,7 +142,7 @@ class Claims(Projection):
     recorded time (see :data:`projections.schema.CLAIMS`), a timeline keyed by claim and
     version; and when each version counts on both clocks (``tb_counting``)."""
 
-    name = "claims.v4"
+    name = "claims.v5"  # v5: source keys are NFKC (domain.ids.source_key); a v4 store rebuilds it once
     tables = schema.CLAIMS
     views = schema.CLAIM_VIEWS
     indexes = schema.CLAIM_INDEXES
@@ -162,6 +162,7 @@ class Claims(Projection):
         self.entries = Timeline("tb_entries", ("claim_position", "version"), self.COLUMNS)
         self.counting = Timeline("tb_counting", ("claim_position", "version"), self.COUNTING)
         self.claims: dict[str, _Claim] = {}
+        self.spelled: set[str] = set()  # incidents for tb_spelled
         self.handlers = {
             CLAIM_REPORTED: self._reported,
             CLAIM_RETRACTED: self._retracted,
@@ -226,6 +227,8 @@ class Claims(Projection):
         if version == 1:
             claim = self.claims[claim_id] = _Claim((claim_id, position, event["incident_id"], event["source"],
                                                     source_key(event["source"]), event["measure"], event["group"]), {})
+            if respelled(event["source"]):
+                self.spelled.add(event["incident_id"])
         else:
             claim = self._claim(cursor, claim_id)
         self._new_version(claim, [position, *claim.columns, "reported", version, "reported", position, get("low"),
@@ -259,6 +262,10 @@ class Claims(Projection):
     def flush(self, cursor: Any) -> None:
         self.entries.flush(cursor)
         self.counting.flush(cursor)
+        if self.spelled:
+            cursor.executemany("INSERT INTO tb_spelled (incident_id) VALUES (?) ON CONFLICT (incident_id) DO NOTHING",
+                               [(incident_id,) for incident_id in sorted(self.spelled)])
+            self.spelled.clear()
         if len(self.claims) > self.CACHE:
             self.claims.clear()
 
@@ -487,7 +494,7 @@ class Projector:
         head, recorded_at = self.store.head()
         positions = self.positions()
         return {
-            "head": {"position": head, "recorded_at": format_instant(recorded_at)},
+            "head": {"position": head, "recorded_at": format_recorded(recorded_at)},
             "projections": [{"name": name, "position": position, "lag": self.store.count_after(position)}
                             for name, position in sorted(positions.items())],
         }

@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
+from tollbook.domain.ids import source_key
 from tollbook.domain.tally import POLICIES, Candidate, combine, counts
-from tollbook.domain.time import format_instant
+from tollbook.domain.time import format_instant, format_recorded
 
 FOREVER = 2**62
 GROUPINGS = ("incident", "country", "admin1", "admin2", "source", "perpetrator", "day", "month", "year")
@@ -144,12 +145,15 @@ _BEST_IN_SQL = {"conservative": ("low", "c.low"), "highest": ("high", "c.high"),
 _MAX_IDS = 10_000
 
 
-def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
+def _pools(canonical: dict[str, str], spelled: Iterable[str] = (), size: int = 5_000) -> Iterator[list[str]]:
     """The incidents that merges pool together, in lists of about ``size`` ids, each pool whole
-    (so a list can exceed ``size``, and even ``_MAX_IDS``: then it is read by a scan)."""
+    (so a list can exceed ``size``, and even ``_MAX_IDS``: then it is read by a scan); and the
+    pools of the ``spelled`` incidents (see :func:`spelled`)."""
     members: dict[str, list[str]] = defaultdict(list)
     for merged, target in canonical.items():
         members[target].append(merged)
+    for incident_id in spelled:
+        members[canonical.get(incident_id, incident_id)]  # noqa: B018 (a pool of its own if in none)
     chunk: list[str] = []
     for target, merged in members.items():
         chunk += [target, *merged]
@@ -160,9 +164,17 @@ def _pools(canonical: dict[str, str], size: int = 5_000) -> Iterator[list[str]]:
         yield chunk
 
 
-# Incidents that merges pool together at the point (where one source may have several claims).
+def spelled(cursor: Any) -> list[str]:
+    """Incidents where a source may have several claims on one key: claims that a store written
+    before sources were compared by their NFKC key holds apart (projections.projector.Claims)."""
+    cursor.execute("SELECT incident_id FROM tb_spelled")
+    return [incident_id for (incident_id,) in cursor.fetchall()]
+
+
+# Incidents that merges pool together at the point (where one source may have several claims),
+# and those where a source has several claims of its own (spelled).
 _POOLED = (f"SELECT incident_id FROM tb_canonical WHERE {_VALID}"
-           f" UNION SELECT canonical_id FROM tb_canonical WHERE {_VALID}")
+           f" UNION SELECT canonical_id FROM tb_canonical WHERE {_VALID} UNION SELECT incident_id FROM tb_spelled")
 
 
 # tb_counting's rows (alias ``c``) that count at a point: measure, group, as_of twice, known_at twice.
@@ -174,7 +186,7 @@ def _pooled_figures(cursor: Any, measure: str, group: str, as_of: int, known_at:
                     canonical: dict[str, str]) -> list[SourceFigure]:
     """The source figures of the incidents that merges pool together, the row-by-row way."""
     figures: list[SourceFigure] = []
-    for incident_ids in _pools(canonical):
+    for incident_ids in _pools(canonical, spelled(cursor)):
         if len(incident_ids) <= _MAX_IDS:
             figures += source_figures(cursor, measure, group, as_of, known_at, incident_ids, canonical)
         else:  # one pool too big to name: read every incident's figures, keep the pool's
@@ -209,8 +221,7 @@ def counted_rows(cursor: Any, by: str | None, measure: str, group: str, as_of: i
                     f" FROM {rows_at} GROUP BY c.incident_id")
     params: list[Any] = [measure, group, as_of, as_of, known_at, known_at]
     best = _BEST_IN_SQL[policy][0]
-    # The casts: PostgreSQL sums BIGINTs as NUMERIC
-    sums = ", ".join(f"CAST(coalesce(sum(per.{column}), 0) AS BIGINT)" for column in ("low", "high", best))
+    sums = _exact_sums(f"per.{column}" for column in ("low", "high", best))
     if by == "incident":
         sql = (f"SELECT incident_id, low, high, {best}, 1, sources FROM ({per_incident}) per"
                f" WHERE incident_id NOT IN ({_POOLED})")
@@ -224,8 +235,9 @@ def counted_rows(cursor: Any, by: str | None, measure: str, group: str, as_of: i
                f" WHERE per.incident_id NOT IN ({_POOLED}) GROUP BY {key}")
         params += [as_of, as_of]
     cursor.execute(sql, [*params, as_of, as_of, as_of, as_of])
+    found = cursor.fetchall() if by == "incident" else [(row[0], *_summed(row[1:7]), *row[7:]) for row in cursor]
     rows = [_row(key, low, high, total, incidents, set(chain.from_iterable(orjson.loads(f"[{sources}]"))))
-            for key, low, high, total, incidents, sources in cursor.fetchall()]
+            for key, low, high, total, incidents, sources in found]
     pooled = incident_rows(_pooled_figures(cursor, measure, group, as_of, known_at, canonical), policy)
     if by == "incident":
         return rows + list(pooled.values())
@@ -242,13 +254,28 @@ def source_sums(cursor: Any, measure: str, group: str, as_of: int, known_at: int
     incidents."""
     # SQLite gives a bare column the value of the row where the query's one min() is.
     name = "(array_agg(c.source ORDER BY c.claim_position))[1]" if getattr(cursor, "postgres", False) else "c.source"
-    sums = ", ".join(f"CAST(sum({figure}) AS BIGINT)" for figure in ("c.low", "c.high", _BEST_IN_SQL[policy][1]))
+    sums = _exact_sums(("c.low", "c.high", _BEST_IN_SQL[policy][1]))
     cursor.execute(
         f"SELECT e.source_key, min(c.claim_position), {name}, {sums}, count(*)"
         " FROM tb_counting c JOIN tb_entries e ON e.position = c.claim_position"
         f" WHERE {_COUNTING} AND c.incident_id NOT IN ({_POOLED}) GROUP BY e.source_key",
         [measure, group, as_of, as_of, known_at, known_at, as_of, as_of, as_of, as_of])
-    return cursor.fetchall()
+    return [(*row[:3], *_summed(row[3:9]), row[9]) for row in cursor]
+
+
+# Figures are 64-bit, their sums need not be: SQLite's sum() fails past 2**63 and a 64-bit cast
+# on PostgreSQL too. Each figure is summed as two 32-bit halves, which cannot overflow below 2**31
+# rows, and the halves are joined in Python (exact, unbounded integers).
+_HALF = 2**32
+
+
+def _exact_sums(figures: Iterable[str]) -> str:
+    return ", ".join(f"coalesce(sum({figure} / {_HALF}), 0), coalesce(sum({figure} % {_HALF}), 0)"
+                     for figure in figures)
+
+
+def _summed(halves: tuple) -> list[int]:
+    return [int(halves[i]) * _HALF + int(halves[i + 1]) for i in range(0, len(halves), 2)]
 
 
 def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str = "incident",
@@ -278,7 +305,7 @@ def tally(cursor: Any, *, measure: str = "killed", group: str = "all", by: str =
     rows.sort(key=_sort_key)
     return {
         "measure": measure, "group": group, "by": by, "policy": policy,
-        "as_of": format_instant(as_of), "known_at": format_instant(known_at),
+        "as_of": format_recorded(as_of), "known_at": format_instant(known_at),
         "rows": rows,
         "total": {name: sum(r[name] for r in counted) for name in ("low", "high", "best", "incidents")},
     }
@@ -335,7 +362,7 @@ def _entry_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "kind": row["kind"], "version": row["version"], "low": row["low"], "high": row["high"],
         "best": row["best"], "published_at": format_instant(row["published_at"]),
-        "recorded_at": format_instant(row["recorded_at"]), "report_id": row["report_id"],
+        "recorded_at": format_recorded(row["recorded_at"]), "report_id": row["report_id"],
         "reason": row["reason"], "recorded_by": row["recorded_by"], "qualifier": row["qualifier"],
         "quote": row["quote"], "note": row["note"],
     }
@@ -345,7 +372,7 @@ def _claims(cursor: Any, as_of: int, incident_ids: list[str] | None, source: str
             group: str | None) -> list[tuple]:
     sql = "SELECT claim_id, incident_id, source, measure, grp FROM tb_claims WHERE recorded_at <= ?"
     params: list[Any] = [as_of]
-    for column, value in (("source_key", source.strip().casefold() if source else None), ("measure", measure),
+    for column, value in (("source_key", source_key(source) if source else None), ("measure", measure),
                           ("grp", group)):
         if value is not None:
             sql += f" AND {column} = ?"
@@ -418,7 +445,7 @@ def history(cursor: Any, *, incident: str | None = None, source: str | None = No
                  "entries": [_entry_json(e) for e in entries.get(claim_id, [])],
                  "current": currents.get(claim_id, nothing)}
         result.append(item)
-    return {"as_of": format_instant(as_of), "known_at": format_instant(known_at), "claims": result}
+    return {"as_of": format_recorded(as_of), "known_at": format_instant(known_at), "claims": result}
 
 
 # -- diff ---------------------------------------------------------------------------------
@@ -461,5 +488,5 @@ def diff(cursor: Any, *, start: int, end: int, known_at: int | None = None, meas
             "after": {f: after[incident_id][f] for f in figures} if incident_id in after else None,
             "entries": sorted(touching.get(incident_id, []), key=lambda e: (e["recorded_at"], e["version"])),
         })
-    return {"from": format_instant(start), "to": format_instant(end), "known_at": format_instant(known_at),
+    return {"from": format_recorded(start), "to": format_recorded(end), "known_at": format_instant(known_at),
             "measure": measure, "group": group, "changes": changes}

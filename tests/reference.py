@@ -57,7 +57,13 @@ def fmt_ts(value: datetime | None) -> str | None:
 
 
 def source_key(text: str) -> str:
-    return text.strip().casefold()
+    # CONTRACT section 1: NFKC, zero-width characters out (the zero-width space counts as a
+    # space), any run of white space one space, trimmed, case folded.
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text).replace("\u200b", " ")
+    text = "".join(ch for ch in text if ch not in "\u200c\u200d\u2060\ufeff")
+    return " ".join(text.split()).casefold()
 
 
 def date_key(occurred_from, by: str):

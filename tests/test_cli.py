@@ -248,7 +248,8 @@ def test_editor(run_many, jsonl, book):
         ("--editor", "ana", "ingest", jsonl([doc(0)])),
         {"args": ("ingest", jsonl([doc(1)])), "env": {"TOLLBOOK_EDITOR": "bo"}},
         {"args": ("--editor", "cy", "ingest", jsonl([doc(2)])), "env": {"TOLLBOOK_EDITOR": "bo"}},
-        ("ingest", jsonl([doc(3, recorded_by="mallory")])),  # a document cannot set it
+        # A document cannot set it: not at its top (an unknown field) nor in its attributes.
+        ("ingest", jsonl([doc(3, attributes={"recorded_by": "mallory"})])),
     ]):
         ok(result)
     recorded = {c["incident_id"]: [e["recorded_by"] for e in c["entries"]] for c in book.history()["claims"]}

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tollbook.domain.tally import POLICIES
-from tollbook.domain.time import parse_instant, to_micros
+from tollbook.domain.time import check_moment, parse_instant, to_micros
 from tollbook.projections import queries
 from tollbook.projections.projector import Projector
 from tollbook.store.eventstore import EventStore, open_store
@@ -41,12 +41,8 @@ def instant(value: str | datetime | int | None, option: str = "time") -> int | N
     """An instant given by a user, in store microseconds."""
     if value is None or isinstance(value, int):
         return value
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"{option}: needs a time zone")
-        return to_micros(value)
     try:
-        return to_micros(parse_instant(value))
+        return to_micros(check_moment(value) if isinstance(value, datetime) else parse_instant(value))
     except ValueError as error:
         raise ValueError(f"{option}: {error}") from None
 
@@ -54,9 +50,10 @@ def instant(value: str | datetime | int | None, option: str = "time") -> int | N
 def _as_text(value: str | datetime | None) -> str | None:
     """An importer's instant option as text (a datetime must carry its zone)."""
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("--published-at: needs a time zone")
-        return value.isoformat()
+        try:
+            return check_moment(value).isoformat()
+        except ValueError as error:
+            raise ValueError(f"--published-at: {error}") from None
     return value
 
 

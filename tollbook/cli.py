@@ -72,9 +72,9 @@ def _run(call: Callable[[], Any]) -> Any:
 def _now() -> str:
     from datetime import UTC, datetime
 
-    from tollbook.domain.time import format_instant
+    from tollbook.domain.time import format_recorded
 
-    return format_instant(datetime.now(UTC))
+    return format_recorded(datetime.now(UTC))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -114,13 +114,13 @@ def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
         result = book.ingest(file, **({"batch_events": batch_size} if batch_size else {}))
     except IngestStopped as error:  # a full disk: how far it got, and exit 1
         stopped, result = error, error.result
+    for rejection in result.rejected:
+        click.echo(str(rejection), err=True)
     if fmt == "json":
         from tollbook.render import as_json
 
         click.echo(as_json(result.as_json()))
     else:
-        for rejection in result.rejected:
-            click.echo(str(rejection), err=True)
         click.echo(f"accepted {result.accepted}, unchanged {result.unchanged}, rejected {len(result.rejected)}")
     if stopped is not None:
         click.echo(f"tollbook: --db {_shown(book.db)}: {stopped}", err=True)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 import orjson
 
 
 def as_json(answer: dict[str, Any]) -> str:
-    return orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode()
+    try:
+        return orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONEncodeError:  # a sum beyond 64 bits: JSON numbers have no bound, orjson's do
+        return json.dumps(answer, indent=2, ensure_ascii=False)
 
 
 def point(answer: dict[str, Any], now: str) -> str:

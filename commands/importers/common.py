@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tollbook.commands.importers.csvrows import BadRow, CsvRows, Row, RowError
 from tollbook.domain.ids import source_key
-from tollbook.domain.time import format_instant, parse_instant, to_micros
+from tollbook.domain.time import format_instant, format_recorded, parse_instant, to_micros
 
 if TYPE_CHECKING:
     from tollbook.commands.ingest import IngestResult
@@ -173,7 +173,7 @@ class ImportSummary:
             "unchanged": self.unchanged, "widened": self.widened,
             "rejected": [{"line": r.line, "error": r.error} for r in self.rejected],
             "retracted": self.retracted, "retracted_incidents": self.retracted_incidents,
-            "not_found": self.not_found, "recorded_at": format_instant(self.recorded_at),
+            "not_found": self.not_found, "recorded_at": format_recorded(self.recorded_at),
         }
 
     def line(self) -> str:
@@ -190,7 +190,7 @@ class ImportSummary:
         if self.report_id:
             text = f"{self.report_id}: {text}"
         if self.recorded_at is not None:
-            text += f"; recorded at {format_instant(self.recorded_at)}"
+            text += f"; recorded at {format_recorded(self.recorded_at)}"
         return text
 
 
