@@ -20,6 +20,7 @@ from tollbook.domain.errors import Rejected
 from tollbook.domain.events import DomainEvent
 from tollbook.domain.ids import claim_uuids, document_uuid, incident_uuid
 from tollbook.domain.time import CLOCK_SKEW, format_instant
+from tollbook.domain.tally import current
 
 Evolve = Callable[[Any, DomainEvent], Any]
 Loader = Callable[[UUID, Evolve], Any]
@@ -171,11 +172,9 @@ def _says_already(claim: claims.Claim | None, figures: tuple[int, int, int | Non
     (low, high, best, qualifier)."""
     if claim is None:
         return False
-    earlier = [v for v in claim.versions if v.published_at <= published_at]
-    if not earlier:
-        return False
-    current = max(earlier, key=lambda v: (v.published_at, v.number))
-    return current.kind == "reported" and (current.low, current.high, current.best, current.qualifier) == figures
+    version = current(claim.versions, published_at)
+    return (version is not None and version.kind == "reported"
+            and (version.low, version.high, version.best, version.qualifier) == figures)
 
 
 def _incident(command: Incident, unit: Unit) -> None:

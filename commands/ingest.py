@@ -1,11 +1,15 @@
 """Bulk ingest: many documents per transaction, each document still all-or-nothing.
 
-Each document is parsed and decided on its own (a bad one is rejected with its line and
-nothing of it kept); the events of the accepted ones are saved together, a batch at a time,
-written behind (on SQLite) while the next batch is decided. If another writer changed an
-aggregate a batch depends on, the store refuses the whole batch; its documents, and those
-decided on top of it, are then decided again on fresh state and saved one by one, each
-retried a bounded number of times before it is refused in one line.
+One pipeline, for JSON Lines and for the importers' rows alike, in two parts over one cache:
+- the :class:`Decider` parses each document, turns it into a unit of work and handles it (a bad
+  one is rejected with its line and nothing of it kept);
+- the :class:`BatchWriter` saves the events of the accepted ones together, a batch at a time,
+  written behind (on SQLite) while the next batch is decided. If another writer changed an
+  aggregate a batch depends on, the store refuses the whole batch; its documents, and those
+  decided on top of it, are then decided again on fresh state and saved one by one, each
+  retried a bounded number of times before it is refused in one line;
+- :class:`States` is what both read: each aggregate's state as decided (the batch being
+  decided), saving (the batch being written behind) or saved (as last stored or loaded).
 """
 
 from __future__ import annotations
@@ -76,36 +80,239 @@ class _Decided:
     changes: bool = False
 
 
-class Ingestor:
-    """Feeds documents into one store for one editor.
+class States:
+    """Aggregates' states in three layers, read newest first: ``decided`` (what the batch being
+    decided changes), ``saving`` (what the batch being written behind changes; kept apart from
+    ``saved``, which may be emptied before that batch is stored) and ``saved`` (as last saved or
+    loaded, at most ``size`` of them). A stale saved entry of one a batch writes makes the store
+    refuse the batch (and then the layers are dropped); one only read (that an incident exists,
+    a claim's figures for revise="changed") is trusted as loaded."""
 
-    Documents are read ahead ``prefetch_documents`` at a time (what they read is loaded in a
-    few queries) and saved about ``batch_events`` at a time (a document is never split), one
-    transaction each. On SQLite a batch is written behind: a background thread inserts and
-    commits it while the next one is decided on the state it leaves. If it conflicts, it and
-    the documents decided since are decided again and saved one by one."""
+    def __init__(self, store: EventStore, size: int):
+        self.store = store
+        self.size = size
+        self.decided: dict[UUID, Any] = {}
+        self.saving: dict[UUID, Any] = {}
+        self.saved: dict[UUID, Any] = {}
+
+    def get(self, aggregate_id: UUID, evolve: Evolve) -> Any:
+        for layer in (self.decided, self.saving, self.saved):
+            state = layer.get(aggregate_id, _ABSENT)
+            if state is not _ABSENT:
+                return state
+        state = None
+        for event in self.store.events_of(aggregate_id):
+            state = evolve(state, event)
+        self._keep({aggregate_id: state})
+        return state
+
+    def is_absent(self, aggregate_id: UUID) -> bool:
+        """Known (loaded) not to exist yet."""
+        return self.saved.get(aggregate_id, _ABSENT) is None
+
+    def load_many(self, aggregates: dict[UUID, Evolve]) -> None:
+        """Loads those not held in any layer, in a few queries."""
+        wanted = {k: v for k, v in aggregates.items()
+                  if k not in self.saved and k not in self.decided and k not in self.saving}
+        if not wanted:
+            return
+        found = self.store.events_of_many(list(wanted))
+        loaded = {}
+        for aggregate_id, evolve in wanted.items():
+            state = None
+            for event in found.get(aggregate_id, ()):
+                state = evolve(state, event)
+            loaded[aggregate_id] = state
+        self.saved.update(loaded)
+
+    def make_room(self, coming: int) -> None:
+        if len(self.saved) + coming > self.size:
+            self.saved.clear()
+
+    def _keep(self, states: dict[UUID, Any]) -> None:
+        if len(self.saved) >= self.size:
+            self.saved.clear()
+        self.saved.update(states)
+
+    def start_saving(self) -> None:
+        """The decided batch goes to be written behind."""
+        self.saving.update(self.decided)
+        self.decided.clear()
+
+    def saving_landed(self) -> None:
+        self.saved.update(self.saving)
+        self.saving.clear()
+
+    def decided_saved(self) -> None:
+        """The decided batch was saved at once (one by one)."""
+        self.saved.update(self.decided)
+        self.decided.clear()
+
+    def forget(self, *, saving: bool = False) -> None:
+        """Drops what may be stale: another writer got there first."""
+        self.saved.clear()
+        self.decided.clear()
+        if saving:
+            self.saving.clear()
+
+
+class Decider:
+    """Parse -> unit -> handle: the events of one document, decided on the states."""
+
+    def __init__(self, states: States, recorded_by: str):
+        self.states = states
+        self.recorded_by = recorded_by
+
+    def prefetch(self, parsed: list[_Decided]) -> None:
+        """Loads the aggregates the documents will read that are not held, in a few queries
+        (one query per aggregate is what made bulk ingest slow)."""
+        everything = [reads(decided.command, decided.content_hash) for decided in parsed]
+        self.states.make_room(sum(map(len, everything)))
+        # Receipts first: a document already received reads nothing else (a repeated import).
+        self.states.load_many(dict(found[0] for found in everything))
+        rest: dict[UUID, Evolve] = {}
+        for found in everything:
+            if self.states.is_absent(found[0][0]):
+                rest.update(found[1:])
+        self.states.load_many(rest)
+
+    def decide(self, decided: _Decided) -> _Decided:
+        unit = Unit(self.states.get, self.recorded_by)
+        command, decided.command = decided.command or parse(decided.source)[0], None
+        try:
+            handle(command, decided.content_hash, unit)
+        except Rejected as rejected:
+            decided.rejected, decided.events = str(rejected), []
+        else:
+            decided.rejected, decided.events = None, unit.events
+            self.states.decided.update(unit.changed)
+        decided.changes = bool(decided.events)
+        return decided
+
+
+class BatchWriter:
+    """Saves decided documents about ``batch_events`` events or ``batch_documents`` documents
+    at a time (a document is never split), one transaction each. On SQLite a batch is written
+    behind: a background thread inserts and commits it while the next one is decided on the
+    state it leaves. If it conflicts, it and the documents decided since are decided again and
+    saved one by one."""
+
+    def __init__(self, store: EventStore, decider: Decider, *, batch_events: int, batch_documents: int,
+                 max_retries: int):
+        self.store = store
+        self.decider = decider
+        self.states = decider.states
+        self.batch_events = batch_events
+        self.batch_documents = batch_documents
+        self.max_retries = max_retries
+        self._batch: list[_Decided] = []
+        self._events = 0
+        self._writing: tuple[list[_Decided], Writing] | None = None  # the batch being written behind
+
+    def add(self, decided: _Decided, result: IngestResult) -> None:
+        self._batch.append(decided)
+        self._events += len(decided.events)
+        # Unchanged documents add no events: a batch also ends at a number of documents, or
+        # an unchanged re-import would hold every document of the file (issue 11, item 5).
+        if self._events >= self.batch_events or len(self._batch) >= self.batch_documents:
+            self.save(result)
+
+    def save(self, result: IngestResult) -> None:
+        """Writes the decided batch behind, once the one before it is stored."""
+        self.land(result)
+        batch, self._batch, self._events = self._batch, [], 0
+        accepted = [d.events for d in batch if d.events]
+        if not accepted:  # nothing to write: documents unchanged or rejected
+            self._count(batch, [], result)
+            return
+        writing = self.store.write_behind(accepted)
+        for d in batch:
+            d.events = []  # written down as rows
+        self._writing = batch, writing
+        self.states.start_saving()
+
+    def land(self, result: IngestResult) -> None:
+        """Waits for the batch being written behind and counts its documents; if another
+        writer got to one of its records first, decides it again with the documents decided
+        on top of it."""
+        if self._writing is None:
+            return
+        batch, writing = self._writing
+        self._writing = None
+        try:
+            writing.settle()
+        except Conflict:
+            later, self._batch, self._events = self._batch, [], 0
+            self.states.forget(saving=True)
+            self._count(batch + later, self._one_by_one(batch + later), result)
+            return
+        self.states.saving_landed()
+        self._count(batch, writing.stamps, result)
+
+    def abandon(self) -> None:
+        """After an error: the batch being written is stored whole or not at all; nothing else is kept."""
+        if self._writing is not None:
+            with suppress(Exception):
+                self._writing[1].settle()
+        self._writing, self._batch, self._events = None, [], 0
+        self.states.forget(saving=True)
+
+    def _append(self, batch: list[_Decided]) -> list[int]:
+        """Saves the batch's events now; on a conflict decides again on fresh state, after a
+        short random pause (so racing writers stop colliding), a bounded number of times. A
+        batch of several documents that conflicts is saved one by one, so one contended record
+        does not hold back the rest."""
+        for attempt in range(self.max_retries + 1):
+            accepted = [d for d in batch if d.events]
+            try:
+                return self.store.append([d.events for d in accepted]) if accepted else []
+            except Conflict:
+                self.states.forget()
+            if len(batch) > 1:
+                return self._one_by_one(batch)
+            if attempt < self.max_retries:
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))
+                self.decider.decide(batch[0])
+        batch[0].events, batch[0].rejected = [], "another writer kept changing the same records; try again"
+        return []
+
+    def _one_by_one(self, batch: list[_Decided]) -> list[int]:
+        stamps: list[int] = []
+        for d in batch:
+            stamps += self._append([self.decider.decide(d)])
+            self.states.decided_saved()
+        return stamps
+
+    @staticmethod
+    def _count(batch: list[_Decided], stamps: list[int], result: IngestResult) -> None:
+        if stamps:
+            result.last_recorded_at = stamps[-1]
+        for d in batch:
+            result.stored_through = max(result.stored_through, d.line)
+            if d.rejected:
+                result.rejected.append(Rejection(d.line, d.rejected))
+            elif d.changes:
+                result.accepted += 1
+            else:
+                result.unchanged += 1
+
+
+class Ingestor:
+    """Feeds documents into one store for one editor: the decider and the batch writer over one
+    cache. Documents are read ahead ``prefetch_documents`` at a time (what they read is loaded
+    in a few queries) and saved about ``batch_events`` at a time (see :class:`BatchWriter`);
+    ``cache_size`` aggregates are kept as saved (the importers keep fewer: each row's are
+    touched about once)."""
 
     # Big transactions: each commit writes every index page its events touched (ids are random)
     # and syncs, so its cost hardly depends on how many events it holds.
     def __init__(self, store: EventStore, recorded_by: str, *, prefetch_documents: int = 5000,
                  batch_events: int = 25_000, cache_size: int = 250_000, max_retries: int = 8):
-        self.store = store
-        self.recorded_by = recorded_by
         self.prefetch_documents = prefetch_documents
-        self.batch_events = batch_events
-        self.cache_size = cache_size
-        self.max_retries = max_retries
-        # Aggregates as last saved or loaded. A stale entry of one a batch writes makes the
-        # store refuse the batch (and then the cache is dropped); one only read (that an
-        # incident exists, a claim's figures for revise="changed") is trusted as loaded.
-        self._cache: dict[UUID, Any] = {}
-        self._pending: dict[UUID, Any] = {}  # what the batch being decided changes
-        self._batch: list[_Decided] = []
-        self._batch_events = 0
-        # The batch being written behind, and what it changes (kept apart from the cache,
-        # which may be emptied before the batch is stored).
-        self._writing: tuple[list[_Decided], Writing] | None = None
-        self._written: dict[UUID, Any] = {}
+        self.states = States(store, cache_size)
+        self.decider = Decider(self.states, recorded_by)
+        self.writer = BatchWriter(store, self.decider, batch_events=batch_events,
+                                  batch_documents=prefetch_documents, max_retries=max_retries)
 
     def ingest(self, lines: Iterable[Any], result: IngestResult | None = None, *,
                numbered: bool = False) -> IngestResult:
@@ -128,168 +335,23 @@ class Ingestor:
                         self._run(parsed, result)
                         parsed = []
                 self._run(parsed, result)
-                self._save(result)
-                self._land(result)  # nothing is accepted before it is on disk
+                self.writer.save(result)
+                self.writer.land(result)  # nothing is accepted before it is on disk
             except BaseException as error:
-                if self._writing is not None:
-                    with suppress(Exception):  # the batch being written is stored whole or not at all
-                        self._writing[1].settle()
-                self._writing, self._batch, self._batch_events = None, [], 0
-                self._written.clear()
-                self._pending.clear()
+                self.writer.abandon()
                 if isinstance(error, StoreFull):
                     result.rejected.sort(key=lambda r: r.line)
                     raise IngestStopped(error, result) from error
                 raise
             # Let go of what only this ingest needed while the collector is still off: back on
             # (and at the process's exit) it would walk all of it once more.
-            self._cache.clear()
+            self.states.forget(saving=True)
             ids.forget()
         result.rejected.sort(key=lambda r: r.line)
         return result
 
     def _run(self, parsed: list[_Decided], result: IngestResult) -> None:
-        """Decides a run of parsed documents, loading what they read in one go first, and saves
-        each full batch."""
-        self._prefetch(parsed)
+        """Decides a run of parsed documents, loading what they read in one go first."""
+        self.decider.prefetch(parsed)
         for decided in parsed:
-            self._batch.append(self._decide(decided))
-            self._batch_events += len(decided.events)
-            # Unchanged documents add no events: a batch also ends at a number of documents, or
-            # an unchanged re-import would hold every document of the file (issue 11, item 5).
-            if self._batch_events >= self.batch_events or len(self._batch) >= self.prefetch_documents:
-                self._save(result)
-
-    def _prefetch(self, parsed: list[_Decided]) -> None:
-        """Loads the aggregates the documents will read that are not cached, in a few queries
-        (one query per aggregate is what made bulk ingest slow)."""
-        everything = [reads(decided.command, decided.content_hash) for decided in parsed]
-        if len(self._cache) + sum(map(len, everything)) > self.cache_size:
-            self._cache.clear()
-        # Receipts first: a document already received reads nothing else (a repeated import).
-        self._load_many(dict(found[0] for found in everything))
-        rest: dict[UUID, Evolve] = {}
-        for found in everything:
-            if self._cache.get(found[0][0], _ABSENT) is None:
-                rest.update(found[1:])
-        self._load_many(rest)
-
-    def _load_many(self, aggregates: dict[UUID, Evolve]) -> None:
-        wanted = {k: v for k, v in aggregates.items()
-                  if k not in self._cache and k not in self._pending and k not in self._written}
-        if not wanted:
-            return
-        found = self.store.events_of_many(list(wanted))
-        for aggregate_id, evolve in wanted.items():
-            state = None
-            for event in found.get(aggregate_id, ()):
-                state = evolve(state, event)
-            self._cache[aggregate_id] = state
-
-    def _load(self, aggregate_id: UUID, evolve: Evolve) -> Any:
-        state = self._pending.get(aggregate_id, _ABSENT)
-        if state is _ABSENT:
-            state = self._written.get(aggregate_id, _ABSENT)
-        if state is _ABSENT:
-            state = self._cache.get(aggregate_id, _ABSENT)
-        if state is _ABSENT:
-            state = None
-            for event in self.store.events_of(aggregate_id):
-                state = evolve(state, event)
-            if len(self._cache) >= self.cache_size:
-                self._cache.clear()
-            self._cache[aggregate_id] = state
-        return state
-
-    def _append(self, batch: list[_Decided]) -> list[int]:
-        """Saves the batch's events now; on a conflict decides again on fresh state, after a
-        short random pause (so racing writers stop colliding), a bounded number of times. A
-        batch of several documents that conflicts is saved one by one, so one contended record
-        does not hold back the rest."""
-        for attempt in range(self.max_retries + 1):
-            accepted = [d for d in batch if d.events]
-            try:
-                return self.store.append([d.events for d in accepted]) if accepted else []
-            except Conflict:
-                self._cache.clear()
-                self._pending.clear()
-            if len(batch) > 1:
-                return self._one_by_one(batch)
-            if attempt < self.max_retries:
-                time.sleep(random.uniform(0, 0.002 * 2**attempt))
-                self._decide(batch[0])
-        batch[0].events, batch[0].rejected = [], "another writer kept changing the same records; try again"
-        return []
-
-    def _one_by_one(self, batch: list[_Decided]) -> list[int]:
-        stamps: list[int] = []
-        for d in batch:
-            stamps += self._append([self._decide(d)])
-            self._cache.update(self._pending)
-            self._pending.clear()
-        return stamps
-
-    def _decide(self, decided: _Decided) -> _Decided:
-        unit = Unit(self._load, self.recorded_by)
-        command, decided.command = decided.command or parse(decided.source)[0], None
-        try:
-            handle(command, decided.content_hash, unit)
-        except Rejected as rejected:
-            decided.rejected, decided.events = str(rejected), []
-        else:
-            decided.rejected, decided.events = None, unit.events
-            self._pending.update(unit.changed)
-        decided.changes = bool(decided.events)
-        return decided
-
-    def _save(self, result: IngestResult) -> None:
-        """Writes the decided batch behind, once the one before it is stored."""
-        self._land(result)
-        batch, self._batch, self._batch_events = self._batch, [], 0
-        accepted = [d.events for d in batch if d.events]
-        if not accepted:  # nothing to write: documents unchanged or rejected
-            self._count(batch, [], result)
-            return
-        writing = self.store.write_behind(accepted)
-        for d in batch:
-            d.events = []  # written down as rows
-        self._writing = batch, writing
-        self._written.update(self._pending)
-        self._pending.clear()
-
-    def _land(self, result: IngestResult) -> None:
-        """Waits for the batch being written behind and counts its documents; if another
-        writer got to one of its records first, decides it again with the documents decided
-        on top of it."""
-        if self._writing is None:
-            return
-        batch, writing = self._writing
-        try:
-            writing.settle()
-        except Conflict:
-            self._writing = None
-            self._written.clear()
-            later, self._batch, self._batch_events = self._batch, [], 0
-            self._decide_again(batch + later, result)
-            return
-        self._writing = None
-        self._cache.update(self._written)
-        self._written.clear()
-        self._count(batch, writing.stamps, result)
-
-    def _decide_again(self, batch: list[_Decided], result: IngestResult) -> None:
-        self._cache.clear()
-        self._pending.clear()
-        self._count(batch, self._one_by_one(batch), result)
-
-    def _count(self, batch: list[_Decided], stamps: list[int], result: IngestResult) -> None:
-        if stamps:
-            result.last_recorded_at = stamps[-1]
-        for d in batch:
-            result.stored_through = max(result.stored_through, d.line)
-            if d.rejected:
-                result.rejected.append(Rejection(d.line, d.rejected))
-            elif d.changes:
-                result.accepted += 1
-            else:
-                result.unchanged += 1
+            self.writer.add(self.decider.decide(decided), result)

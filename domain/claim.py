@@ -80,6 +80,11 @@ class Version(NamedTuple):
     qualifier: str | None
     published_at: datetime
 
+    @property
+    def order(self) -> tuple[datetime, int]:
+        # A claim's versions are recorded in their numbers' order (domain.tally.current's tie-break).
+        return (self.published_at, self.number)
+
 
 class Claim(NamedTuple):
     id: UUID

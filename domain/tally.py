@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +28,31 @@ class Candidate:
         return (self.published_at, self.recorded)
 
 
-def current(candidates: Iterable[Candidate]) -> Candidate | None:
-    return max(candidates, key=lambda c: c.order, default=None)
+class Ordered(Protocol):
+    """A version of a claim as any side holds it: when it was published, and ``order``, which
+    is (published_at, where it was first recorded) or anything sorting the same way."""
+
+    published_at: Any
+
+    @property
+    def order(self) -> tuple: ...
+
+
+V = TypeVar("V", bound=Ordered)
+
+
+def current(versions: Iterable[V], known_at: Any = None) -> V | None:
+    """THE current-version rule, the one every side follows (the decider's "already says so",
+    the importers' "still counts", the projector's counting spans, and the SQL that mirrors
+    them, tested against this by property): of the versions published at or before
+    ``known_at`` (None: all), the latest published; ties go to the one recorded last."""
+    if known_at is not None:
+        versions = (v for v in versions if v.published_at <= known_at)
+    return max(versions, key=lambda v: v.order, default=None)
 
 
 def counts(candidate: Candidate | None) -> bool:
+    """Whether a current version is a figure (a retraction counts nothing)."""
     return candidate is not None and candidate.kind == "reported"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from tollbook.domain.ids import respelled, source_key
-from tollbook.domain.tally import Candidate, counting_spans
+from tollbook.domain.tally import Candidate, counting_spans, current
 from tollbook.domain.time import format_recorded, normalize_day, to_micros
 from tollbook.projections import schema
 from tollbook.projections.timeline import Timeline
@@ -121,6 +121,12 @@ class Incidents(Projection):
             self.merges.clear()
 
 
+def _current(versions: dict[int, Candidate]) -> int | None:
+    """The number of the claim's current version (domain.tally.current), if it has any."""
+    figure = current(versions.values())
+    return None if figure is None else next(v for v, f in versions.items() if f is figure)
+
+
 class _Claim:
     """What projecting a claim's next event needs: the columns every row repeats, and each
     version's figures as they now stand (``last``: the version published last)."""
@@ -130,7 +136,7 @@ class _Claim:
     def __init__(self, columns: tuple, versions: dict[int, Candidate]) -> None:
         self.columns = columns
         self.versions = versions
-        self.last = max(versions, key=lambda v: versions[v].order, default=None)
+        self.last = _current(versions)
 
     def spans(self) -> dict[int, tuple[Candidate, int | None]]:
         """Its open rows of ``tb_counting``: version -> figures and next_published_at."""
@@ -200,7 +206,7 @@ class Claims(Projection):
             return
         before_spans = claim.spans()
         versions[version] = figure
-        claim.last = max(versions, key=lambda v: versions[v].order)
+        claim.last = _current(versions)
         spans = claim.spans()
         for changed in before_spans.keys() | spans.keys():
             now = spans.get(changed)

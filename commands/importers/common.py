@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tollbook.commands.importers.csvrows import BadRow, CsvRows, Row, RowError
 from tollbook.domain.ids import source_key
 from tollbook.domain.time import format_instant, format_recorded, parse_instant, to_micros
+from tollbook.domain.tally import Candidate, counts, current
 
 if TYPE_CHECKING:
     from tollbook.commands.ingest import IngestResult
@@ -331,16 +332,14 @@ class Counting:
 
 @dataclass(frozen=True, slots=True)
 class StoredClaim:
-    """A claim as the store holds it now: its versions as (published_at, position, kind)."""
+    """A claim as the store holds it now: its versions (their figures left out)."""
 
     claim: Counting
-    versions: tuple[tuple[int, int, str], ...]
+    versions: tuple[Candidate, ...]
 
     def counts_at(self, published_at: int) -> bool:
-        """Whether its version current at ``published_at`` (latest published, ties to the one
-        recorded last) is a figure, not a retraction."""
-        earlier = [v for v in self.versions if v[0] <= published_at]
-        return bool(earlier) and max(earlier)[2] == "reported"
+        """Whether its version current at ``published_at`` is a figure, not a retraction."""
+        return counts(current(self.versions, published_at))
 
 
 def counting_claims(book: Book, *, source: str, published_at: int, prefix: str,
@@ -393,7 +392,7 @@ def _claims(book: Book, where: str, params: list[Any]) -> list[tuple]:
 
 
 def _with_versions(book: Book, claims: list[tuple]) -> list[StoredClaim]:
-    versions: dict[str, list[tuple[int, int, str]]] = {}
+    versions: dict[str, list[Candidate]] = {}
     with book.store.transaction(write=False) as cursor:
         for start in range(0, len(claims), 500):
             ids = [c[1] for c in claims[start:start + 500]]
@@ -401,6 +400,6 @@ def _with_versions(book: Book, claims: list[tuple]) -> list[StoredClaim]:
                 "SELECT claim_id, published_at, version_position, kind FROM tb_figures"
                 f" WHERE claim_id IN ({', '.join('?' * len(ids))}) AND to_recorded_at IS NULL", ids)
             for claim_id, published, position, kind in cursor.fetchall():
-                versions.setdefault(claim_id, []).append((published, position, kind))
+                versions.setdefault(claim_id, []).append(Candidate(kind, None, None, None, published, position))
     return [StoredClaim(Counting(incident_id, source, measure, group), tuple(versions.get(claim_id, ())))
             for incident_id, claim_id, source, measure, group in claims]
