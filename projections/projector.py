@@ -265,7 +265,9 @@ class Claims(Projection):
 def all_projections(store: EventStore | None = None) -> list[Projection]:
     """Every projection. ``store``: where the claims projection finds a claim it no longer keeps
     in memory (None: projections only to read their tables from)."""
-    return [Incidents(), Claims(store)]
+    from tollbook.projections.releases import Releases  # it builds on Projection, defined here
+
+    return [Incidents(), Claims(store), Releases()]
 
 
 class Projector:

@@ -28,6 +28,7 @@ from eventsourcing.utils import get_topic, register_topic, resolve_topic
 from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
 from tollbook.domain.document import DocumentReceived
 from tollbook.domain.incident import IncidentAmended, IncidentDefined, IncidentMerged
+from tollbook.domain.release import ReleaseRecorded
 from tollbook.domain.time import from_micros, to_micros
 
 if TYPE_CHECKING:
@@ -42,7 +43,8 @@ STORED_TOPICS: dict[type[DomainEvent], str] = {
     event_type: f"domain.{module}:{event_type.__name__}"
     for module, event_types in (("claim", (ClaimReported, ClaimRetracted, ClaimCorrected)),
                                 ("incident", (IncidentDefined, IncidentAmended, IncidentMerged)),
-                                ("document", (DocumentReceived,)))
+                                ("document", (DocumentReceived,)),
+                                ("release", (ReleaseRecorded,)))
     for event_type in event_types
 }
 for _event_type, _topic in STORED_TOPICS.items():

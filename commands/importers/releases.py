@@ -1,0 +1,117 @@
+"""Release receipts (CONTRACT section 7, "Releases and formats"): every completed import
+records which exact file it read (its SHA-256) and what it did with it, as one
+``ReleaseRecorded`` event (domain/release.py).
+
+An import of a file whose receipt is already stored (the same importer, the same release name
+or, for ACLED, file name, the same bytes, and ``--complete`` unless it was) stores nothing and
+says so. For a file on disk this is found before any row is read: the file is hashed (a few
+hundred MB/s) and one aggregate is looked up. Standard input cannot be read twice: its rows are
+imported (all unchanged, so nothing is stored) and its hash is known at the end.
+
+The receipt is recorded only once the import has completed: after its last row (and, with
+``--complete``, its last retraction) is on disk, in a transaction of its own. An import stopped
+before that (a crash, Ctrl-C, a store that failed) leaves no receipt, so importing the file
+again decides its rows again, finds the ones already stored unchanged, and records the receipt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from tollbook.commands.importers.common import Book, ImportSummary
+from tollbook.commands.importers.csvrows import BadFile, CsvRows
+from tollbook.domain import release as receipts
+from tollbook.domain.time import format_instant, parse_instant
+from tollbook.store.eventstore import Conflict
+
+
+def file_name(path: str) -> str:
+    return "-" if path == "-" else os.path.basename(path)
+
+
+def file_sha256(path: str) -> str | None:
+    """The SHA-256 of the file at ``path``; ``None`` for standard input."""
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError as error:
+        raise BadFile(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def as_json(event: receipts.ReleaseRecorded) -> dict[str, Any]:
+    """A receipt as ``tollbook releases --format json`` shows it."""
+    return {
+        "name": event.name, "importer": event.importer, "file": event.file, "sha256": event.sha256,
+        "complete": event.complete, **{count: getattr(event, count) for count in receipts.COUNTS},
+        "published_at": format_instant(event.published_at), "recorded_at": format_instant(event.recorded_at),
+        "recorded_by": event.recorded_by,
+    }
+
+
+@dataclass
+class Release:
+    """One import's receipt in the making: what identifies it, and the receipt already stored."""
+
+    book: Book
+    importer: str
+    path: str
+    label: str  # UCDP's release name; ACLED's file name
+    complete: bool
+    stored: receipts.ReleaseRecorded | None = None
+
+    @classmethod
+    def begin(cls, book: Book, path: str, *, importer: str, label: str | None = None,
+              complete: bool = False) -> Release:
+        """Looks for this file's receipt before any row is read (not for standard input)."""
+        release = cls(book, importer, path, label or file_name(path), complete)
+        sha256 = file_sha256(path)
+        if sha256 is not None:
+            release.stored = release._find(sha256)
+        return release
+
+    def _find(self, sha256: str) -> receipts.ReleaseRecorded | None:
+        # A complete import's receipt also stands for the same file imported as not complete.
+        ids = [receipts.receipt_id(importer=self.importer, label=self.label, sha256=sha256, complete=complete)
+               for complete in ({True, self.complete})]
+        found = self.book.store.events_of_many(ids)
+        return next((events[0] for events in found.values()), None)
+
+    def skip(self, summary: ImportSummary) -> bool:
+        """True if the file's receipt is stored already: then ``summary`` says so."""
+        if self.stored is None:
+            return False
+        stored = self.stored
+        summary.already_imported = True
+        summary.release = as_json(stored)
+        # The rows it stored are still stored: this file changes nothing.
+        summary.rows, summary.unchanged, summary.widened = stored.rows, stored.rows - stored.rejected, stored.widened
+        return True
+
+    def record(self, summary: ImportSummary, rows: CsvRows, *, name: str, published_at: str | None) -> None:
+        """Records the receipt of the completed import in ``summary`` (unless the same receipt
+        is stored already, e.g. by another writer importing the same file at the same time)."""
+        counts = {"rows": summary.rows, "imported": summary.imported, "unchanged": summary.unchanged,
+                  "widened": summary.widened, "rejected": len(summary.rejected), "retracted": summary.retracted,
+                  "not_found": summary.not_found}
+        event = receipts.record(
+            name=name, importer=self.importer, file=file_name(self.path), label=self.label, sha256=rows.sha256,
+            complete=self.complete, counts=counts,
+            published_at=None if published_at is None else parse_instant(published_at),
+            recorded_by=self.book.editor)
+        self.stored = self._find(rows.sha256)
+        if self.stored is None:
+            try:
+                [recorded_at] = self.book.store.append([[event]])
+            except Conflict:  # another writer recorded it first
+                self.stored = self._find(rows.sha256)
+            else:
+                summary.release = as_json(event) | {"recorded_at": format_instant(recorded_at)}
+                return
+        if self.stored is not None:
+            summary.already_imported = True
+            summary.release = as_json(self.stored)
