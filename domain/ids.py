@@ -51,9 +51,10 @@ def document_uuid(key: str) -> UUID:
     return _uuid5(f"document{_SEP}{key}")
 
 
-def release_uuid(importer: str, label: str, sha256: str, complete: bool) -> UUID:
+def release_uuid(importer: str, label: str, sha256: str, encoding: str, complete: bool) -> UUID:
     """A release receipt's id: the same import of the same bytes is the same receipt."""
-    return _uuid5(_SEP.join(("release", _part(importer), _part(label), sha256, "complete" if complete else "")))
+    return _uuid5(_SEP.join(("release", _part(importer), _part(label), sha256, _part(encoding),
+                             "complete" if complete else "")))
 
 
 def forget() -> None:

@@ -8,7 +8,7 @@ was published and when and by whom it was recorded (the event's own ``recorded_a
 
 A receipt is an aggregate of one event whose id is derived from what makes the import the same
 one again: the importer, the name it was given (UCDP's release, ACLED's file name), the file's
-hash and whether it was imported as complete. So "was this exact file imported already?" is
+hash, the encoding it was read in and whether it was imported as complete. So "was this exact file imported already?" is
 one read of one aggregate, and two writers recording the same receipt at once cannot both
 succeed.
 """
@@ -35,6 +35,7 @@ class ReleaseRecorded(DomainEvent):
     file: Text  # the file's name as given, without its folder; "-" for standard input
     label: Text  # what identifies the import besides the bytes: UCDP's release name, else the file name
     sha256: Sha256
+    encoding: Text  # how its text was read (utf-8, latin-1, …)
     complete: bool = False
     rows: Count
     imported: Count
@@ -46,15 +47,15 @@ class ReleaseRecorded(DomainEvent):
     published_at: datetime | None = None
 
 
-def receipt_id(*, importer: str, label: str, sha256: str, complete: bool) -> UUID:
-    return release_uuid(importer, label, sha256, complete)
+def receipt_id(*, importer: str, label: str, sha256: str, encoding: str, complete: bool) -> UUID:
+    return release_uuid(importer, label, sha256, encoding, complete)
 
 
-def record(*, name: str, importer: str, file: str, label: str, sha256: str, complete: bool,
+def record(*, name: str, importer: str, file: str, label: str, sha256: str, encoding: str, complete: bool,
            counts: dict[str, int], published_at: datetime | None, recorded_by: str) -> ReleaseRecorded:
     """The receipt of a completed import (the first and only event of its aggregate)."""
     return ReleaseRecorded(
-        originator_id=receipt_id(importer=importer, label=label, sha256=sha256, complete=complete),
+        originator_id=receipt_id(importer=importer, label=label, sha256=sha256, encoding=encoding, complete=complete),
         originator_version=1, recorded_by=recorded_by, name=name, importer=importer, file=file, label=label,
-        sha256=sha256, complete=complete, published_at=published_at, **counts,
+        sha256=sha256, encoding=encoding, complete=complete, published_at=published_at, **counts,
     )

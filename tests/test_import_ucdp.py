@@ -235,9 +235,9 @@ def test_a_later_release_adds_versions_only_where_figures_changed_and_diff_names
         assert (summary.retracted, summary.retracted_incidents) == (3 * 5, 3)
         # Events: for each changed row a receipt, its changed claims and (71663) its amended
         # fields; for each new row a receipt, the incident and 5 claims; 15 retractions, each
-        # with its receipt.
+        # with its receipt; and the release's receipt.
         changed_claims = {"209980": 2, "210026": 2, "71686": 1, "71663": 0, "209406": 2}
-        expected_events = sum(1 + n for n in changed_claims.values()) + 1 + 2 * (1 + 1 + 5) + 15 * 2
+        expected_events = sum(1 + n for n in changed_claims.values()) + 1 + 2 * (1 + 1 + 5) + 15 * 2 + 1
         assert stored_events(db) - events_after_first == expected_events
 
         diff = book.diff(r1, r2)

@@ -128,7 +128,7 @@ def import_acled(book: Book, path: str, *, complete: bool = False, published_at:
     builder = AcledExport(remember_ids=complete)
     summary = ImportSummary("acled")
     with CsvRows(path, required=COLUMNS, kind="an ACLED", encoding=encoding, progress=progress) as rows:
-        receipt = Release.begin(book, path, importer="acled", complete=complete)
+        receipt = Release.begin(book, rows, importer="acled", complete=complete)
         if receipt.skip(summary):
             return summary
         ingest_rows(book, rows, builder, summary)
@@ -140,7 +140,7 @@ def import_acled(book: Book, path: str, *, complete: bool = False, published_at:
     elif complete:
         retract_absent(book, summary, builder, source=SOURCE, published_at=at,
                        reason=f"absent from the ACLED export {_name(path)}")
-    receipt.record(summary, rows, name=_release(path, latest), published_at=at)
+    receipt.record(summary, name=_release(path, latest), published_at=at)
     return summary
 
 
@@ -175,7 +175,7 @@ def import_acled_deletions(book: Book, path: str, *, encoding: str = "utf-8",
     latest: tuple[int, str] | None = None  # the latest deleted_timestamp: microseconds, RFC 3339
     with CsvRows(path, required=DELETION_COLUMNS, kind="an ACLED deletions", encoding=encoding,
                  progress=progress) as rows:
-        receipt = Release.begin(book, path, importer="acled-deletions")
+        receipt = Release.begin(book, rows, importer="acled-deletions")
         if receipt.skip(summary):
             return summary
         pending: list[tuple[int, str, str]] = []  # (line, incident_id, deleted at)
@@ -199,7 +199,7 @@ def import_acled_deletions(book: Book, path: str, *, encoding: str = "utf-8",
         _delete(book, pending, summary)
     summary.rejected.sort(key=lambda r: (r.line is None, r.line or 0))
     last = latest[1] if latest else None
-    receipt.record(summary, rows, name=_release(path, last), published_at=last)
+    receipt.record(summary, name=_release(path, last), published_at=last)
     return summary
 
 

@@ -118,7 +118,7 @@ def import_ucdp(book: Book, path: str, *, release: str, published_at: str, compl
     builder = UcdpRelease(release, published, remember_ids=complete)
     summary = ImportSummary("ucdp", builder.report_id)
     with CsvRows(path, required=COLUMNS, kind="a UCDP GED", encoding=encoding, progress=progress) as rows:
-        receipt = Release.begin(book, path, importer="ucdp", label=builder.report_id, complete=complete)
+        receipt = Release.begin(book, rows, importer="ucdp", label=builder.report_id, complete=complete)
         if receipt.skip(summary):
             return summary
         rejected = ingest_rows(book, rows, builder, summary)
@@ -126,5 +126,5 @@ def import_ucdp(book: Book, path: str, *, release: str, published_at: str, compl
     if complete:
         retract_absent(book, summary, builder, source=SOURCE, published_at=published,
                        reason=f"absent from UCDP GED release {release}")
-    receipt.record(summary, rows, name=builder.report_id, published_at=published)
+    receipt.record(summary, name=builder.report_id, published_at=published)
     return summary
