@@ -11,13 +11,13 @@ from tollbook.domain.time import format_instant, to_micros
 from tollbook.projections.projector import Event, Projection
 
 RELEASE_RECORDED = "domain.release:ReleaseRecorded"
-COLUMNS = ("position", "name", "importer", "file", "sha256", "complete", *COUNTS, "published_at", "recorded_at",
+COLUMNS = ("position", "name", "importer", "file", "sha256", "encoding", "complete", *COUNTS, "published_at", "recorded_at",
            "recorded_by")
 TABLES = {
     "tb_releases": """
         CREATE TABLE IF NOT EXISTS tb_releases (
             position INTEGER PRIMARY KEY, name TEXT NOT NULL, importer TEXT NOT NULL, file TEXT NOT NULL,
-            sha256 TEXT NOT NULL, complete BOOLEAN NOT NULL,
+            sha256 TEXT NOT NULL, encoding TEXT NOT NULL, complete BOOLEAN NOT NULL,
             rows BIGINT NOT NULL, imported BIGINT NOT NULL, unchanged BIGINT NOT NULL, widened BIGINT NOT NULL,
             rejected BIGINT NOT NULL, retracted BIGINT NOT NULL, not_found BIGINT NOT NULL,
             published_at BIGINT, recorded_at BIGINT NOT NULL, recorded_by TEXT NOT NULL)""",
@@ -37,7 +37,8 @@ class Releases(Projection):
     def _recorded(self, cursor: Any, position: int, event: Event) -> None:
         published = event.get("published_at")
         self.rows.append((
-            position, event["name"], event["importer"], event["file"], event["sha256"], bool(event.get("complete")),
+            position, event["name"], event["importer"], event["file"], event["sha256"], event["encoding"],
+            bool(event.get("complete")),
             *(event.get(count, 0) for count in COUNTS),
             None if published is None else to_micros(datetime.fromisoformat(published)),
             event["timestamp"], event["recorded_by"]))

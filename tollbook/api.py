@@ -120,7 +120,7 @@ class Tollbook:
     @no_cycle_collection
     def releases(self) -> dict[str, Any]:
         """Every release receipt, in recorded order: ``{"releases": [{"name", "importer", "file",
-        "sha256", "complete", "rows", "imported", "unchanged", "widened", "rejected", "retracted",
+        "sha256", "encoding", "complete", "rows", "imported", "unchanged", "widened", "rejected", "retracted",
         "not_found", "published_at", "recorded_at", "recorded_by"}]}``."""
         from tollbook.projections.releases import releases
 

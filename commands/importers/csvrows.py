@@ -167,7 +167,7 @@ class CsvRows:
         names = list(index.items())
         reader = self._reader
         last = reader.line_num
-        every, count = self.progress_every, 0  # records read
+        every, count = self.progress_every, 0  # rows read
         while True:
             try:
                 cells = next(reader)
@@ -178,12 +178,12 @@ class CsvRows:
                 last = reader.line_num
                 continue
             line, last = last + 1, reader.line_num
+            if not cells or not any(cells):
+                continue
             if self.progress is not None:
                 count += 1
                 if count % every == 0:
                     self.progress(self.done, count)
-            if not cells or not any(cells):
-                continue
             if len(cells) != width:
                 if len(cells) < width:
                     yield BadRow(line, f"has {len(cells)} cells, the header has {width}")

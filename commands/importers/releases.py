@@ -77,9 +77,14 @@ class Release:
             release._find(sha256)
         return release
 
+    @property
+    def encoding(self) -> str:
+        """The codec the file was read with, as users name it (UTF-8 drops a byte-order mark)."""
+        return "utf-8" if self.rows.encoding == "utf-8-sig" else self.rows.encoding
+
     def _id(self, sha256: str, complete: bool) -> Any:
         return receipts.receipt_id(importer=self.importer, label=self.label, sha256=sha256,
-                                   encoding=self.rows.encoding, complete=complete)
+                                   encoding=self.encoding, complete=complete)
 
     def _find(self, sha256: str) -> None:
         complete, partial = self._id(sha256, True), self._id(sha256, False)
@@ -120,7 +125,7 @@ class Release:
                   "not_found": summary.not_found}
         event = receipts.record(
             name=name, importer=self.importer, file=file_name(self.rows.path), label=self.label, sha256=sha256,
-            encoding=self.rows.encoding, complete=self.complete, counts=counts,
+            encoding=self.encoding, complete=self.complete, counts=counts,
             published_at=None if published_at is None else parse_instant(published_at),
             recorded_by=self.book.editor)
         try:
