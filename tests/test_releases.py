@@ -28,7 +28,7 @@ def import_ged(run, *args: str):
     return run("--editor", "ana", "import", "ucdp", str(GED), "--release", "19.1", "--published-at", P1, *args)
 
 
-def test_the_ged_extract_is_recorded_as_a_release(run, db_path):
+def test_the_ged_extract_is_recorded_as_a_release_and_again_stores_nothing(run, db_path):
     code, out, err = import_ged(run)
     assert code == 0 and err == "", err
     code, out, err = run("releases", "--format", "json")
@@ -40,52 +40,55 @@ def test_the_ged_extract_is_recorded_as_a_release(run, db_path):
         "name": "ucdp-ged-19.1", "importer": "ucdp", "file": GED.name, "sha256": GED_SHA256, "encoding": "utf-8",
         "complete": False, "rows": 3194, "imported": 3194, "unchanged": 0, "widened": 6, "rejected": 0,
         "retracted": 0, "not_found": 0, "published_at": "2019-06-14T00:00:00Z", "recorded_by": "ana"}
+
+    before = event_count(db_path)
+    code, out, err = import_ged(run, "--format", "json")
+    assert code == 0 and err == "", err
+    summary = json.loads(out)
+    assert (summary["already_imported"], summary["imported"], summary["unchanged"], summary["recorded_at"]) == (
+        True, 0, 3194, None)
+    assert summary["release"]["sha256"] == GED_SHA256
+    assert event_count(db_path) == before
+    code, out, err = import_ged(run)
+    assert code == 0 and err == "", err
+    assert "3194 rows: imported 0, unchanged 3194" in out
+    assert f"already imported, nothing stored: this file (sha256 {GED_SHA256[:12]}…) was recorded at " in out
+    assert out.rstrip().endswith(" by ana")
+
     code, out, _ = run("releases")
     assert code == 0
-    header, row = out.splitlines()
+    header, row = out.splitlines()  # one release still
     assert header.split() == ["name", "importer", "rows", "imported", "unchanged", "widened", "rejected", "retracted",
                               "published_at", "recorded_at", "recorded_by", "sha256"]
     assert row.split()[:9] == ["ucdp-ged-19.1", "ucdp", "3194", "3194", "0", "6", "0", "0", "2019-06-14T00:00:00Z"]
     assert row.split()[-2:] == ["ana", GED_SHA256[:12]]
 
 
-def test_the_same_file_again_stores_nothing_and_says_so(run, db_path):
-    import_ged(run)
-    before = event_count(db_path)
-    code, out, err = import_ged(run)
-    assert code == 0 and err == "", err
-    assert "3194 rows: imported 0, unchanged 3194" in out
-    assert f"already imported, nothing stored: this file (sha256 {GED_SHA256[:12]}…) was recorded at " in out
-    assert out.rstrip().endswith(" by ana")
-    assert event_count(db_path) == before
-    code, out, _ = import_ged(run, "--format", "json")
-    summary = json.loads(out)
-    assert (summary["already_imported"], summary["imported"], summary["recorded_at"]) == (True, 0, None)
-    assert summary["release"]["sha256"] == GED_SHA256
-    assert len(json.loads(run("releases", "--format", "json")[1])["releases"]) == 1
+def ged_slice(tmp_path: Path, rows: int, name: str = "slice.csv") -> Path:
+    header, found = read_rows(GED)
+    return write_rows(tmp_path / name, header, found[:rows])
 
 
 def test_the_same_file_is_found_without_reading_its_rows(book, tmp_path):
+    path = ged_slice(tmp_path, 600)
     calls: list[tuple[int, int]] = []
-    book.import_ucdp(str(GED), release="19.1", published_at=P1, progress=lambda *done: calls.append(done))
-    assert calls and calls[-1][1] == 3194  # the rows were read the first time
+    book.import_ucdp(str(path), release="19.1", published_at=P1, progress=lambda *done: calls.append(done))
+    assert calls and calls[-1] == (path.stat().st_size, 600)  # the rows were read the first time
     calls.clear()
-    again = book.import_ucdp(str(GED), release="19.1", published_at=P1, progress=lambda *done: calls.append(done))
+    again = book.import_ucdp(str(path), release="19.1", published_at=P1, progress=lambda *done: calls.append(done))
     assert again.already_imported and calls == []
-    # Under another release name, or changed by one byte, it is another release: its rows are read.
+    # Changed by one byte it is another file: its rows are read (and found unchanged).
     changed = tmp_path / "changed.csv"
-    changed.write_bytes(GED.read_bytes() + b"\n")
+    changed.write_bytes(path.read_bytes() + b"\n")
     other = book.import_ucdp(str(changed), release="19.1", published_at=P1, progress=lambda *done: calls.append(done))
-    assert not other.already_imported and calls[-1][1] == 3194
-    assert (other.imported, other.unchanged) == (0, 3194)
+    assert not other.already_imported and calls[-1][1] == 600
+    assert (other.imported, other.unchanged) == (0, 600)
     names = [(r["name"], r["file"], r["imported"], r["unchanged"]) for r in book.releases()["releases"]]
-    assert names == [("ucdp-ged-19.1", GED.name, 3194, 0), ("ucdp-ged-19.1", "changed.csv", 0, 3194)]
+    assert names == [("ucdp-ged-19.1", "slice.csv", 600, 0), ("ucdp-ged-19.1", "changed.csv", 0, 600)]
 
 
 def test_complete_after_a_plain_import_of_the_same_file(book, tmp_path):
-    header, rows = read_rows(GED)
-    whole = write_rows(tmp_path / "whole.csv", header, rows[:40])
-    small = write_rows(tmp_path / "small.csv", header, rows[:10])
+    whole, small = ged_slice(tmp_path, 40, "whole.csv"), ged_slice(tmp_path, 10, "small.csv")
     book.import_ucdp(str(whole), release="19.1", published_at=P1)
     plain = book.import_ucdp(str(small), release="small", published_at=P1)
     assert (plain.imported, plain.unchanged) == (0, 10)
@@ -141,26 +144,26 @@ class Stop(Exception):
     pass
 
 
-def test_an_import_stopped_midway_records_no_receipt(book):
+def test_an_import_stopped_midway_records_no_receipt(book, tmp_path):
+    path = ged_slice(tmp_path, 1200)
+
     def stop(done: int, rows: int) -> None:
-        if rows >= 1000:
+        if rows >= 500:
             raise Stop
 
     with pytest.raises(Stop):
-        book.import_ucdp(str(GED), release="19.1", published_at=P1, progress=stop)
+        book.import_ucdp(str(path), release="19.1", published_at=P1, progress=stop)
     assert book.releases()["releases"] == []
-    summary = book.import_ucdp(str(GED), release="19.1", published_at=P1)
-    assert not summary.already_imported and summary.imported + summary.unchanged == 3194
+    summary = book.import_ucdp(str(path), release="19.1", published_at=P1)
+    assert not summary.already_imported and summary.imported + summary.unchanged == 1200
     [release] = book.releases()["releases"]
-    assert (release["rows"], release["imported"] + release["unchanged"]) == (3194, 3194)
+    assert (release["rows"], release["imported"] + release["unchanged"]) == (1200, 1200)
 
 
 # -- the progress bar ----------------------------------------------------------------------------
 
 def test_no_bar_when_piped(run, tmp_path):
-    code, out, err = run("import", "acled", write(tmp_path, "current.csv", CURRENT))
-    assert code == 0 and err == ""
-    code, out, err = import_ged(run)
+    code, out, err = run("import", "ucdp", ged_slice(tmp_path, 1000), "--release", "19.1", "--published-at", P1)
     assert code == 0 and err == ""
     assert not any(mark in out for mark in ("━", "rows/s", "\x1b["))
 
@@ -169,7 +172,8 @@ def test_a_bar_on_a_terminal_shows_rows_rate_and_time_left(db_path, tmp_path):
     pty = pytest.importorskip("pty")
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tollbook", "import", "ucdp", str(GED), "--release", "19.1", "--published-at", P1],
+        [sys.executable, "-m", "tollbook", "import", "ucdp", str(ged_slice(tmp_path, 1000)), "--release", "19.1",
+         "--published-at", P1],
         stdout=subprocess.PIPE, stderr=follower, cwd=tmp_path, env=_env(db_path, {"TERM": "xterm", "COLUMNS": "120"}))
     os.close(follower)
     seen = b""
@@ -186,5 +190,5 @@ def test_a_bar_on_a_terminal_shows_rows_rate_and_time_left(db_path, tmp_path):
     assert process.returncode == 0
     screen = seen.decode(errors="replace")
     assert "━" in screen and "100%" in screen
-    assert "3,194 rows" in screen and "rows/s" in screen and "time left" in screen
-    assert out.decode().startswith("ucdp-ged-19.1: 3194 rows: imported 3194")
+    assert "1,000 rows" in screen and "rows/s" in screen and "time left" in screen
+    assert out.decode().startswith("ucdp-ged-19.1: 1000 rows: imported 1000")
