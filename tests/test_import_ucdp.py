@@ -448,30 +448,6 @@ def test_command_line_rejected_rows_exit_1_and_usage_errors_exit_2(tmp_path):
         assert "Traceback" not in done.stderr
 
 
-def test_progress_bar_on_a_terminal(tmp_path):
-    pty = pytest.importorskip("pty")
-    leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k not in ("TOLLBOOK_DB", "TOLLBOOK_EDITOR")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tollbook", "--db", str(tmp_path / "t.db"), "import", "ucdp", str(DATA),
-         "--release", "19.1", "--published-at", P1], stdout=subprocess.PIPE, stderr=follower, cwd=ROOT, env=env)
-    os.close(follower)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    out, _ = process.communicate(timeout=600)
-    os.close(leader)
-    assert process.returncode == 0
-    assert b"importing" in seen and b"100%" in seen
-    assert out.decode().startswith("ucdp-ged-19.1: 3194 rows: imported 3194")
-
-
 def test_complete_reads_the_store_page_by_page_whatever_the_page_size(tmp_path):
     from tollbook.commands.importers.common import counting_claims
     from tollbook.domain.time import parse_instant, to_micros

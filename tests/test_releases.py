@@ -189,6 +189,6 @@ def test_a_bar_on_a_terminal_shows_rows_rate_and_time_left(db_path, tmp_path):
     os.close(leader)
     assert process.returncode == 0
     screen = seen.decode(errors="replace")
-    assert "━" in screen and "100%" in screen
+    assert "importing" in screen and "━" in screen and "100%" in screen
     assert "1,000 rows" in screen and "rows/s" in screen and "time left" in screen
     assert out.decode().startswith("ucdp-ged-19.1: 1000 rows: imported 1000")
