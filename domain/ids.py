@@ -87,6 +87,12 @@ def document_uuid(key: str) -> UUID:
     return _uuid5(f"document{_SEP}{key}")
 
 
+def release_uuid(importer: str, label: str, sha256: str, encoding: str, complete: bool) -> UUID:
+    """A release receipt's id: the same import of the same bytes is the same receipt."""
+    return _uuid5(_SEP.join(("release", _part(importer), _part(label), sha256, _part(encoding),
+                             "complete" if complete else "")))
+
+
 def forget() -> None:
     """Drops the ids kept (bulk ingest does when it is done with them)."""
     for derive in (incident_uuid, claim_uuid, claim_uuids, document_uuid, source_key):

@@ -279,7 +279,9 @@ class Claims(Projection):
 def all_projections(store: EventStore | None = None) -> list[Projection]:
     """Every projection. ``store``: where the claims projection finds a claim it no longer keeps
     in memory (None: projections only to read their tables from)."""
-    return [Incidents(), Claims(store)]
+    from tollbook.projections.releases import Releases  # it builds on Projection, defined here
+
+    return [Incidents(), Claims(store), Releases()]
 
 
 class Projector:
@@ -338,7 +340,10 @@ class Projector:
     def _reset(self, cursor: Any, projection: Projection, *, for_queries: bool = True) -> None:
         """Empties the projection and sets its position to the log's start. ``for_queries``:
         False leaves out the indexes only queries need (a rebuild adds them at its end)."""
-        for name in (*projection.views, *projection.tables, *schema.OBSOLETE_TABLES):
+        # An earlier version's tables, unless a projection has a view of that name now.
+        views = {name for p in self.projections for name in p.views}
+        obsolete = [name for name in schema.OBSOLETE_TABLES if name not in views]
+        for name in (*projection.views, *projection.tables, *obsolete):
             self.store.drop(cursor, name)
         statements = [*projection.tables.values(), *projection.views.values(), *projection.indexes]
         for statement in statements + (projection.query_indexes if for_queries else []):

@@ -26,6 +26,7 @@ import orjson
 from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
 from tollbook.domain.document import DocumentReceived
 from tollbook.domain.incident import IncidentAmended, IncidentDefined, IncidentMerged
+from tollbook.domain.release import ReleaseRecorded
 from tollbook.domain.time import from_micros, to_micros
 from tollbook.store import eventsourcing_adapter as library
 
@@ -42,7 +43,8 @@ STORED_TOPICS: dict[type[DomainEvent], str] = {
     event_type: f"domain.{module}:{event_type.__name__}"
     for module, event_types in (("claim", (ClaimReported, ClaimRetracted, ClaimCorrected)),
                                 ("incident", (IncidentDefined, IncidentAmended, IncidentMerged)),
-                                ("document", (DocumentReceived,)))
+                                ("document", (DocumentReceived,)),
+                                ("release", (ReleaseRecorded,)))
     for event_type in event_types
 }
 library.register_topics(STORED_TOPICS)

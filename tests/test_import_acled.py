@@ -112,6 +112,10 @@ def test_rows_become_incidents_and_claims(book, tmp_path):
         "event_type": "Violence against civilians", "sub_event_type": "Attack", "actor2": "Civilians (Myanmar)",
         "notes": 'Line one of the notes,\nline two, with "quotes".',
         "source": 'Mizzima; "Frontier Myanmar", Yangon edition', "geo_precision": 1, "time_precision": 1,
+        # The columns beyond the mapping, as attributes (empty cells set nothing).
+        "year": 2021, "disorder_type": "Political violence", "inter1": 1, "assoc_actor_2": "Protesters (Myanmar)",
+        "inter2": 7, "interaction": 17, "civilian_targeting": "Civilian targeting", "iso": 104,
+        "region": "Southeast Asia", "admin3": "Hlaingthaya", "source_scale": "National",
     }
     assert fields(book, "acled:MMR1001")["source"] == "Myanmar Now; Radio Free Asia; The Irrawaddy"
     [claim] = book.history(incident="acled:MMR1003")["claims"]
@@ -138,7 +142,7 @@ def test_reimport_stores_nothing_and_a_revised_export_adds_only_what_changed(boo
     ]
     summary = book.import_acled(str(write(tmp_path / "b.csv", revised)))
     assert (summary.imported, summary.unchanged, summary.rejected) == (3, 1, [])
-    assert stored_events(book.db) - before == (1 + 1) + (1 + 1) + (1 + 1 + 1)
+    assert stored_events(book.db) - before == (1 + 1) + (1 + 1) + (1 + 1 + 1) + 1  # and the release's receipt
     assert lows(book.tally()) == {"acled:MMR1001": 14, "acled:MMR1002": 0, "acled:MMR1003": 3, "acled:MMR1004": 1}
     [claim] = book.history(incident="acled:MMR1002")["claims"]
     assert len(claim["entries"]) == 1 and fields(book, "acled:MMR1002")["admin2"] == "Chanmyathazi"
@@ -177,7 +181,7 @@ def test_deletions_retract_at_the_deleted_timestamp(book, tmp_path):
                                                    ("MMR1002", T2)])
     summary = book.import_acled_deletions(str(deleted))
     assert (summary.rows, summary.retracted, summary.not_found, summary.unchanged) == (4, 2, 1, 0)
-    assert [str(r) for r in summary.rejected] == ["line 4: deleted_timestamp: must be Unix seconds (a whole number), not 'soon'"]
+    assert [str(r) for r in summary.rejected] == ["line 4: deleted_timestamp: must be Unix seconds or a date, not 'soon'"]
     assert lows(book.tally()) == {"acled:MMR1003": 3}
     assert lows(book.tally(known_at=iso(T3 - 1))) == {"acled:MMR1001": 12, "acled:MMR1003": 3}
     [claim] = book.history(incident="acled:MMR1001")["claims"]
@@ -240,7 +244,7 @@ def test_command_line_acled_and_deletions(tmp_path):
 
     done = run("import", "acled", str(write(tmp_path / "a.csv", FIRST)))
     assert done.returncode == 0 and done.stderr == ""
-    assert done.stdout.startswith("3 rows: imported 3, unchanged 0, widened 0, rejected 0; recorded at ")
+    assert done.stdout.startswith(f"a.csv@{iso(T2)}: 3 rows: imported 3, unchanged 0, widened 0, rejected 0; recorded at ")
     done = run("import", "acled-deletions", str(deletions(tmp_path / "d.csv", [("MMR1001", T3)])), "--format", "json")
     assert done.returncode == 0, done.stderr
     assert {k: v for k, v in json.loads(done.stdout).items() if k in ("rows", "retracted", "not_found")} == {

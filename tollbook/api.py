@@ -84,10 +84,13 @@ class Tollbook:
     # -- importers (CONTRACT section 7; commands/importers) ------------------------------
     # Each CSV row becomes one report document fed to the same ingest as JSON Lines. They
     # raise ValueError (BadFile) when the file as a whole cannot be imported; bad rows are
-    # reported in the summary's ``rejected`` with their line and column.
+    # reported in the summary's ``rejected`` with their line and column. ``progress`` is
+    # called now and then with the bytes and rows read so far. Each completed import records
+    # the file's release receipt (see releases()); a file whose receipt is stored already is
+    # not imported again (the summary's ``already_imported``).
 
     def import_ucdp(self, path: str, *, release: str, published_at: Any, complete: bool = False,
-                    encoding: str = "utf-8", progress: Callable[[int], None] | None = None) -> ImportSummary:
+                    encoding: str = "utf-8", progress: Callable[[int, int], None] | None = None) -> ImportSummary:
         """Imports a UCDP GED release CSV as report ``ucdp-ged-<release>`` published at ``published_at``;
         ``complete``: retracts the claims of ``ucdp-ged:`` incidents absent from the file."""
         from tollbook.commands.importers.ucdp import import_ucdp
@@ -96,7 +99,7 @@ class Tollbook:
                            encoding=encoding, progress=progress)
 
     def import_acled(self, path: str, *, complete: bool = False, published_at: Any = None, encoding: str = "utf-8",
-                     progress: Callable[[int], None] | None = None) -> ImportSummary:
+                     progress: Callable[[int, int], None] | None = None) -> ImportSummary:
         """Imports an ACLED export CSV; ``complete``: retracts the claims of ``acled:`` incidents
         absent from the file, at ``published_at`` (default: the file's latest row timestamp)."""
         from tollbook.commands.importers.acled import import_acled
@@ -105,11 +108,22 @@ class Tollbook:
                             progress=progress)
 
     def import_acled_deletions(self, path: str, *, encoding: str = "utf-8",
-                               progress: Callable[[int], None] | None = None) -> ImportSummary:
+                               progress: Callable[[int, int], None] | None = None) -> ImportSummary:
         """Retracts the ACLED claims of the events in ACLED's deleted-events list."""
         from tollbook.commands.importers.acled import import_acled_deletions
 
         return import_acled_deletions(self, path, encoding=encoding, progress=progress)
+
+    @no_cycle_collection
+    def releases(self) -> dict[str, Any]:
+        """Every release receipt, in recorded order: ``{"releases": [{"name", "importer", "file",
+        "sha256", "encoding", "complete", "rows", "imported", "unchanged", "widened", "rejected", "retracted",
+        "not_found", "published_at", "recorded_at", "recorded_by"}]}``."""
+        from tollbook.projections.releases import releases
+
+        self.refresh()
+        with self.store.transaction(write=False) as cursor:
+            return releases(cursor)
 
     # -- end of importers --------------------------------------------------------------
 

@@ -6,9 +6,10 @@ Exit status: 0 success, 1 rejected input or a failed check, 2 usage error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -230,16 +231,7 @@ def _import(ctx: click.Context, file: str, fmt: str, run: Callable[[Any, Any], A
         with contextlib.suppress(OSError):
             size = os.path.getsize(file)
     with contextlib.ExitStack() as stack:
-        progress = None
-        if size and sys.stderr.isatty():
-            bar = stack.enter_context(click.progressbar(length=size, label="importing", file=sys.stderr,
-                                                        show_percent=True, show_eta=True))
-            seen = [0]
-
-            def progress(done: int) -> None:
-                bar.update(max(0, min(done, size) - seen[0]))
-                seen[0] = max(seen[0], min(done, size))
-
+        progress = stack.enter_context(_progress_bar(size)) if sys.stderr.isatty() else None
         from tollbook.store.eventstore import StoreFull
 
         try:
@@ -256,6 +248,30 @@ def _import(ctx: click.Context, file: str, fmt: str, run: Callable[[Any, Any], A
             click.echo(str(rejection), err=True)
         click.echo(summary.line())
     ctx.exit(1 if summary.rejected else 0)
+
+
+@contextlib.contextmanager
+def _progress_bar(size: int | None) -> Iterator[Callable[[int, int], None]]:
+    """A bar on stderr (a terminal): rows read, rows/s and the time left (from the bytes read
+    of ``size``; none for standard input). Yields the importers' progress callback."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]:,.0f} rows/s"),
+               TextColumn("time left"), TimeRemainingColumn())
+    started = time.monotonic()
+    with Progress(*columns, console=Console(file=sys.stderr), transient=False) as bar:
+        task = bar.add_task("importing", total=size, rows=0, rate=0.0)
+
+        def progress(done: int, rows: int) -> None:
+            seconds = time.monotonic() - started
+            bar.update(task, completed=min(done, size) if size else done, rows=rows,
+                       rate=rows / seconds if seconds > 0 else 0.0)
+
+        yield progress
 
 
 @import_group.command("ucdp", short_help="A UCDP GED release CSV.")
@@ -294,6 +310,18 @@ def import_acled_deletions(ctx: click.Context, file: str, fmt: str, encoding: st
     (columns event_id_cnty, deleted_timestamp in Unix seconds)."""
     _import(ctx, file, fmt, lambda book, progress: book.import_acled_deletions(
         file, encoding=encoding, progress=progress))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def releases(ctx: click.Context, fmt: str) -> None:
+    """Every imported release, in recorded order: its name, the file's SHA-256, the row counts,
+    when it was published, and when and by whom it was recorded."""
+    from tollbook import render
+
+    answer = _open(ctx).releases()
+    click.echo(render.as_json(answer) if fmt == "json" else render.releases_table(answer))
 
 
 # -- end of import ----------------------------------------------------------------------------

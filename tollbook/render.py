@@ -111,3 +111,15 @@ def status_table(answer: dict[str, Any]) -> str:
     rows = [[p["name"], p["position"], p["lag"]] for p in answer["projections"]]
     lines += table(["projection", "position", "lag"], rows, {"position", "lag"})
     return "\n".join(lines)
+
+
+_RELEASES = ["name", "importer", "rows", "imported", "unchanged", "widened", "rejected", "retracted", "published_at",
+             "recorded_at", "recorded_by", "sha256"]
+
+
+def releases_table(answer: dict[str, Any]) -> str:
+    """The release receipts; the hash shortened to its first 12 digits (--format json has it whole)."""
+    if not answer["releases"]:
+        return "no release has been imported"
+    rows = [[r[name] for name in _RELEASES[:-1]] + [r["sha256"][:12]] for r in answer["releases"]]
+    return "\n".join(table(_RELEASES, rows, {"rows", "imported", "unchanged", "widened", "rejected", "retracted"}))

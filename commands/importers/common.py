@@ -167,6 +167,8 @@ class ImportSummary:
     retracted_incidents: int = 0
     not_found: int = 0
     recorded_at: int | None = None
+    release: dict[str, Any] | None = None  # the file's receipt (commands/importers/releases.py)
+    already_imported: bool = False  # the same file's receipt was stored already: nothing stored
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +177,7 @@ class ImportSummary:
             "rejected": [{"line": r.line, "error": r.error} for r in self.rejected],
             "retracted": self.retracted, "retracted_incidents": self.retracted_incidents,
             "not_found": self.not_found, "recorded_at": format_recorded(self.recorded_at),
+            "already_imported": self.already_imported, "release": self.release,
         }
 
     def line(self) -> str:
@@ -188,10 +191,16 @@ class ImportSummary:
             if self.retracted:
                 text += (f"; retracted {self.retracted} claims of {self.retracted_incidents} incidents "
                          f"absent from the file")
-        if self.report_id:
-            text = f"{self.report_id}: {text}"
+        name = self.report_id or (self.release or {}).get("name")
+        if name:
+            text = f"{name}: {text}"
         if self.recorded_at is not None:
             text += f"; recorded at {format_recorded(self.recorded_at)}"
+        if self.already_imported and self.release:
+            then = f", when {self.release['rejected']} rows were rejected" if self.release["rejected"] else ""
+            stored = "" if self.imported or self.retracted else ", nothing stored"
+            text += (f"; already imported{stored}: this file (sha256 {self.release['sha256'][:12]}…) was recorded at "
+                     f"{self.release['recorded_at']} by {self.release['recorded_by']}{then}")
         return text
 
 

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 # Real cells (notes, article lists) can be long; the csv module's default cap is 128 KiB.
 csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int], None]  # (bytes read, rows read) so far
 
 
 class BadFile(ValueError):
@@ -60,8 +61,32 @@ def check_encoding(encoding: str) -> str:
     return "utf-8-sig" if name in ("utf-8", "utf-8-sig") else name
 
 
+class _Hashing(io.RawIOBase):
+    """The bytes of a file as they are read, hashed on the way (SHA-256): the hash of what was
+    imported, whatever the file held before or after."""
+
+    def __init__(self, inner: IO[bytes]):
+        self.inner = inner
+        self.sha256 = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        read = self.inner.readinto(buffer)
+        if read:
+            self.sha256.update(memoryview(buffer)[:read])
+            self.count += read
+        return read or 0
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+
 class CsvRows:
-    """The rows of one CSV file; iterate once. ``size`` and ``done`` are in bytes (for progress)."""
+    """The rows of one CSV file; iterate once. ``size`` and ``done`` are in bytes (for progress);
+    ``sha256`` is the hash of the bytes read, the whole file's once every row is read."""
 
     def __init__(self, path: str, *, required: Sequence[str], kind: str, encoding: str = "utf-8",
                  progress: Progress | None = None, progress_every: int = 500):
@@ -71,12 +96,14 @@ class CsvRows:
         self.encoding = check_encoding(encoding)
         self.progress = progress
         self.progress_every = progress_every
-        self._raw = self._open(path)
+        self._file = self._open(path)
         try:
-            self.size: int | None = os.fstat(self._raw.fileno()).st_size if path != "-" else None
+            self.size: int | None = os.fstat(self._file.fileno()).st_size if path != "-" else None
         except (OSError, io.UnsupportedOperation):
             self.size = None
-        self._text = io.TextIOWrapper(self._raw, encoding=self.encoding, errors="surrogateescape", newline="")
+        self._hashing = _Hashing(self._file)
+        self._text = io.TextIOWrapper(io.BufferedReader(self._hashing, 1 << 16), encoding=self.encoding,
+                                      errors="surrogateescape", newline="")
         self._reader = csv.reader(self._text)
         self._check_utf8 = self.encoding.startswith("utf-8")
         self.header: list[str] = []
@@ -96,8 +123,12 @@ class CsvRows:
             raise BadFile(f"{path}: cannot read: {error.strerror or error}") from None
 
     def close(self) -> None:
-        if self._raw is not sys.stdin.buffer:
-            self._text.close()
+        if self._file is not sys.stdin.buffer:
+            self._file.close()
+
+    @property
+    def sha256(self) -> str:
+        return self._hashing.sha256.hexdigest()
 
     def __enter__(self) -> CsvRows:
         return self
@@ -107,10 +138,7 @@ class CsvRows:
 
     @property
     def done(self) -> int:
-        try:
-            return self._raw.tell()
-        except (OSError, ValueError):
-            return 0
+        return self._hashing.count
 
     def _read_header(self) -> None:
         try:
@@ -139,7 +167,7 @@ class CsvRows:
         names = list(index.items())
         reader = self._reader
         last = reader.line_num
-        every, count = self.progress_every, 0
+        every, count = self.progress_every, 0  # rows read
         while True:
             try:
                 cells = next(reader)
@@ -150,12 +178,12 @@ class CsvRows:
                 last = reader.line_num
                 continue
             line, last = last + 1, reader.line_num
+            if not cells or not any(cells):
+                continue
             if self.progress is not None:
                 count += 1
                 if count % every == 0:
-                    self.progress(self.done)
-            if not cells or not any(cells):
-                continue
+                    self.progress(self.done, count)
             if len(cells) != width:
                 if len(cells) < width:
                     yield BadRow(line, f"has {len(cells)} cells, the header has {width}")
@@ -169,7 +197,7 @@ class CsvRows:
                 continue
             yield Row(line, {name: cells[at] for name, at in names})
         if self.progress is not None:
-            self.progress(self.done)
+            self.progress(self.done, count)
 
 
 def _is_utf8(text: str) -> bool:

@@ -21,6 +21,7 @@ from tollbook.commands.importers.common import (
     Book, ImportSummary, RowBuilder, code, coordinate, count, day, ingest_rows, retract_absent, text,
 )
 from tollbook.commands.importers.csvrows import CsvRows, Progress, Row, RowError
+from tollbook.commands.importers.releases import Release
 from tollbook.domain.time import format_instant, parse_instant
 
 SOURCE = "UCDP GED"
@@ -117,9 +118,13 @@ def import_ucdp(book: Book, path: str, *, release: str, published_at: str, compl
     builder = UcdpRelease(release, published, remember_ids=complete)
     summary = ImportSummary("ucdp", builder.report_id)
     with CsvRows(path, required=COLUMNS, kind="a UCDP GED", encoding=encoding, progress=progress) as rows:
+        receipt = Release.begin(book, rows, importer="ucdp", label=builder.report_id, complete=complete)
+        if receipt.skip(summary):
+            return summary
         rejected = ingest_rows(book, rows, builder, summary)
     summary.widened = len(builder.widened - rejected)
     if complete:
         retract_absent(book, summary, builder, source=SOURCE, published_at=published,
                        reason=f"absent from UCDP GED release {release}")
+    receipt.record(summary, name=builder.report_id, published_at=published)
     return summary
