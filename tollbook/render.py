@@ -9,9 +9,16 @@ from typing import Any
 
 import orjson
 
+from tollbook.domain.time import format_instant
+
 
 def as_json(answer: dict[str, Any]) -> str:
     return orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode()
+
+
+def json_output(answer: dict[str, Any]) -> bytes:
+    """What ``--format json`` prints, byte for byte: the HTTP API answers these same bytes."""
+    return orjson.dumps(answer, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
 def point(answer: dict[str, Any], now: str) -> str:
@@ -107,3 +114,17 @@ def status_table(answer: dict[str, Any]) -> str:
     rows = [[p["name"], p["position"], p["lag"]] for p in answer["projections"]]
     lines += table(["projection", "position", "lag"], rows, {"position", "lag"})
     return "\n".join(lines)
+
+
+def tokens_json(tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"tokens": [{"name": t["name"], "role": t["role"], "created_at": format_instant(t["created_at"]),
+                        "last_used_at": format_instant(t["last_used_at"]), "revoked": t["revoked_at"] is not None,
+                        "revoked_at": format_instant(t["revoked_at"])} for t in tokens]}
+
+
+def tokens_table(answer: dict[str, Any]) -> str:
+    if not answer["tokens"]:
+        return "(no tokens: tollbook token create NAME --role reader|editor)"
+    rows = [[t["name"], t["role"], t["created_at"], t["last_used_at"] or "never",
+             f"revoked {t['revoked_at']}" if t["revoked"] else ""] for t in answer["tokens"]]
+    return "\n".join(table(["name", "role", "created", "last used", "revoked"], rows))
