@@ -265,7 +265,7 @@ class Server:
             result = book.ingest(documents)
         summary = result.as_json()
         if refused:
-            summary["rejected"] = sorted(summary["rejected"] + [{"line": n, "error": f"line {n}: {e}"}
+            summary["rejected"] = sorted(summary["rejected"] + [{"line": n, "error": e}
                                                                 for n, e in refused.items()],
                                          key=lambda r: r["line"])
         if summary["accepted"]:
@@ -612,8 +612,8 @@ def create_app(server: Server) -> FastAPI:
 
     # -- web pages -------------------------------------------------------------------------
 
-    def page_reader(request: Request) -> Caller:
-        caller = server.reader(request, None)
+    def page_reader(request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> Caller:
+        caller = server.reader(request, bearer)
         request.state.caller = caller
         return caller
 
@@ -704,7 +704,7 @@ def create_app(server: Server) -> FastAPI:
         summary = await run_in_threadpool(server.ingest, [orjson.dumps(document).decode()], caller.identity.name)
         target = f"/incidents/{quote(incident_id, safe='')}"
         if summary["rejected"]:
-            message = summary["rejected"][0]["error"].removeprefix("line 1: ")
+            message = summary["rejected"][0]["error"]
             return RedirectResponse(f"{target}?error={quote(message, safe='')}", status_code=303)
         done = f"{document['kind']} of {document['source']} · {document['measure']} / {document['group']} recorded"
         return RedirectResponse(f"{target}?done={quote(done, safe='')}", status_code=303)
