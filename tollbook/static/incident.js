@@ -10,10 +10,16 @@
     // A step holds until the next point: each source's last figure is drawn on to the end.
     const times = points.map((p) => +parse(p.t));
     const first = Math.min(...times), last = Math.max(...times);
-    const end = new Date(last + Math.max((last - first) * 0.08, 3600e3));
-    const out = points.map((p) => ({ ...p, date: parse(p.t) }));
-    const lastOf = new Map();
-    for (const p of out) lastOf.set(p.source, p);
+    // at least a day on the published clock, a minute on the recorded one (entries are seconds apart)
+    const end = new Date(last + Math.max((last - first) * 0.08, clock === "recorded" ? 60e3 : 86400e3));
+    const out = [], lastOf = new Map();
+    for (const p of points) {
+      const point = { ...p, date: parse(p.t) }, before = lastOf.get(p.source);
+      // a figure holds until a retraction ends it: the step runs up to the gap
+      if (point.line === null && before && before.line !== null) out.push({ ...before, date: point.date, what: "(held)" });
+      out.push(point);
+      lastOf.set(p.source, point);
+    }
     for (const p of lastOf.values()) out.push({ ...p, date: end, what: "(still)" });
     return out;
   }
@@ -26,25 +32,25 @@
     const at = (m) => parse(clock === "recorded" ? m.recorded : m.published);
     const title = (m) => `${m.kind} ${m.source ?? m.merged} ${m.version ? "v" + m.version : ""}: ${m.reason ?? ""} (by ${m.by})`;
     const plot = Plot.plot({
-      width: Math.min(figure.clientWidth || 900, 1000), height: 260, marginLeft: 50,
-      x: { type: "utc", label: clock === "recorded" ? "recorded at →" : "published at →" },
+      width: Math.min(figure.clientWidth || 900, 1000), height: 280, marginLeft: 50, marginBottom: 52,
+      x: { type: "utc", labelOffset: 46, label: clock === "recorded" ? "recorded at →" : "published at →" },
       y: { grid: true, zero: true, label: `${chart.measure} / ${chart.group}` },
       color: { legend: true, domain: chart.sources },
       marks: [
         Plot.areaY(points, { x: "date", y1: "low", y2: "high", fill: "source", fillOpacity: 0.18, curve: "step-after" }),
         Plot.line(points, { x: "date", y: "line", stroke: "source", strokeWidth: 2, curve: "step-after",
-                            ariaLabel: "figure" }),
-        Plot.dot(points.filter((p) => p.what !== "(still)" && p.line !== null),
+                            className: "figure-line" }),
+        Plot.dot(points.filter((p) => !p.what.startsWith("(") && p.line !== null),
                  { x: "date", y: "line", fill: "source", r: 2.5, title: (p) => `${p.source}: ${p.what}` }),
         Plot.dot(marks.filter((m) => m.kind === "corrected"),
-                 { x: at, y: "y", r: 6, stroke: "#1f5fbf", strokeWidth: 2, fill: "white", title, ariaLabel: "correction" }),
+                 { x: at, y: "y", r: 6, stroke: "#1f5fbf", strokeWidth: 2, fill: "white", title, className: "correction" }),
         Plot.dot(marks.filter((m) => m.kind === "retracted"),
-                 { x: at, y: "y", r: 6, symbol: "times", stroke: "#a40000", strokeWidth: 2.5, title, ariaLabel: "retraction" }),
-        Plot.ruleX(merges, { x: at, stroke: "#d4a000", strokeWidth: 2, strokeDasharray: "4,3", title, ariaLabel: "merge" }),
+                 { x: at, y: "y", r: 6, symbol: "times", stroke: "#a40000", strokeWidth: 2.5, title, className: "retraction" }),
+        Plot.ruleX(merges, { x: at, stroke: "#d4a000", strokeWidth: 2, strokeDasharray: "4,3", title, className: "merge" }),
         Plot.ruleY([0]),
       ],
     });
-    plot.setAttribute("data-clock", clock);
+    figure.dataset.clock = clock;
     figure.replaceChildren(plot);
   }
 
