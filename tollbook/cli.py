@@ -136,7 +136,10 @@ def history(ctx: click.Context, fmt: str, **options: Any) -> None:
     from tollbook import render
 
     answer = _run(lambda: _open(ctx).history(**options))
-    _echo_json(answer) if fmt == "json" else click.echo(render.history_table(answer, _now()))
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.history_table(answer, _now()))
 
 
 @cli.command()
@@ -153,7 +156,10 @@ def diff(ctx: click.Context, start: str, end: str, fmt: str, **options: Any) -> 
     from tollbook import render
 
     answer = _run(lambda: _open(ctx).diff(start, end, **options))
-    _echo_json(answer) if fmt == "json" else click.echo(render.diff_table(answer))
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.diff_table(answer))
 
 
 _PROJECT_BATCH = click.option(
@@ -327,7 +333,10 @@ def status(ctx: click.Context, fmt: str) -> None:
     from tollbook import render
 
     answer = _open(ctx).status()
-    _echo_json(answer) if fmt == "json" else click.echo(render.status_table(answer))
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.status_table(answer))
 
 
 # -- end of project and status ----------------------------------------------------------------
@@ -364,11 +373,14 @@ def _token_run(call: Callable[[], Any]) -> Any:
 
 @token_group.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["reader", "editor"]), required=True,
-              help="reader: may read; editor: may also write.")
+@click.option("--role", metavar="reader|editor", required=True, help="reader: may read; editor: may also write.")
 @click.pass_context
 def token_create(ctx: click.Context, name: str, role: str) -> None:
     """Make a token for NAME and print it (once: the store keeps only its hash)."""
+    from tollbook.store.tokens import ROLES
+
+    if role not in ROLES:
+        raise UserError(f"--role: must be one of {', '.join(ROLES)}, not {role!r}")
     tokens = _tokens(ctx)
     click.echo(_token_run(lambda: tokens.create(name, role)))
 
@@ -381,7 +393,10 @@ def token_list(ctx: click.Context, fmt: str) -> None:
     from tollbook import render
 
     answer = render.tokens_json(_tokens(ctx).list())
-    _echo_json(answer) if fmt == "json" else click.echo(render.tokens_table(answer))
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.tokens_table(answer))
 
 
 @token_group.command("revoke")
