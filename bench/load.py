@@ -17,7 +17,6 @@ import platform
 import random
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import threading

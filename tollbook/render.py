@@ -21,6 +21,11 @@ def json_output(answer: dict[str, Any]) -> bytes:
     return orjson.dumps(answer, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
+def jsonl_line(item: dict[str, Any]) -> bytes:
+    """One line of a ``--format jsonl`` listing (``tollbook log``), as ``/api/log`` streams it."""
+    return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
+
+
 def point(answer: dict[str, Any], now: str) -> str:
     as_of = f"as of {answer['as_of']}" if answer.get("as_of") else f"as of now ({now})"
     known = f"known at {answer['known_at']}" if answer.get("known_at") else "known at any time"

@@ -17,7 +17,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -576,11 +576,7 @@ def create_app(server: Server) -> FastAPI:
             raise Refused(404, "this store has no log endpoint yet (CONTRACT section 8)")
         events = server.book.log(after=after or 0, limit=limit)
 
-        def lines() -> Iterator[bytes]:
-            for event in events:
-                yield orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return StreamingResponse((render.jsonl_line(event) for event in events), media_type="application/x-ndjson")
 
     @app.get("/api/checkpoint", summary="The last signed checkpoint (a C2SP signed note)", tags=["read"],
              response_class=PlainTextResponse)
