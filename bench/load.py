@@ -174,7 +174,8 @@ def main() -> int:
         "# HTTP load: tollbook serve",
         "",
         f"Store: SQLite, {options.events:,} generated events (log head {head}), bench/generate.py's mix.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared with other work while this ran (noisy);",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared with other work while this ran (noisy: "
+        f"load average {os.getloadavg()[0]:.0f} at the end);",
         "the client threads run on the same cores as the server, so these are floors.",
         f"Each load: {options.seconds:.0f} s of readers each on one keep-alive connection, random incidents.",
         "",

@@ -236,6 +236,8 @@ def test_bad_parameters_are_400(live, path, params):
     assert answer.status_code == 400, answer.text
     assert set(answer.json()) == {"error"} and answer.content.count(b"\n") == 1
     assert "Traceback" not in answer.text
+    # it names the query parameter as sent (as_of, not the CLI's --as-of)
+    assert answer.json()["error"].split(":")[0] in {*params, "to"}
 
 
 def test_repeated_parameter_and_unknown_path(live):

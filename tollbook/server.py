@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -388,7 +389,8 @@ def asked(call: Callable[[], Any]) -> Any:
     try:
         return call()
     except ValueError as error:
-        raise Refused(400, str(error).removeprefix("--").replace("--", "")) from None
+        # the CLI's option names (--as-of) as the query parameters they are here (as_of)
+        raise Refused(400, re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(error))) from None
 
 
 # -- the incident page's charts ---------------------------------------------------------------
