@@ -490,3 +490,24 @@ def diff(cursor: Any, *, start: int, end: int, known_at: int | None = None, meas
         })
     return {"from": format_recorded(start), "to": format_recorded(end), "known_at": format_instant(known_at),
             "measure": measure, "group": group, "changes": changes}
+
+
+# -- one incident (the web page's head) -----------------------------------------------------
+
+def incident(cursor: Any, incident_id: str, *, as_of: int | None = None) -> dict[str, Any] | None:
+    """The incident ``incident_id`` counts under at ``as_of``, its fields then, the ids pooled
+    into it and every merge that pooled them (with its reason); None if it was not recorded."""
+    point_r = as_of if as_of is not None else FOREVER
+    canonical, pooled = pooled_at(cursor, incident_id, point_r)
+    target = pooled[0]
+    cursor.execute(f"SELECT incident_id, fields FROM tb_incidents WHERE {_VALID} AND " + _in("incident_id", pooled),
+                   [point_r, point_r, *pooled])
+    fields = {found: orjson.loads(text) for found, text in cursor.fetchall()}
+    if incident_id not in fields:
+        return None
+    cursor.execute("SELECT incident_id, into_id, recorded_at, reason, recorded_by FROM tb_merges WHERE recorded_at <= ?"
+                   " AND " + _in("incident_id", pooled[1:]) + " ORDER BY position", [point_r, *pooled[1:]])
+    merges = [{"incident_id": merged, "into": into, "recorded_at": format_instant(at), "reason": reason,
+               "recorded_by": by} for merged, into, at, reason, by in cursor.fetchall()]
+    return {"incident_id": target, "requested_id": incident_id, "fields": fields.get(target, {}),
+            "merged_in": sorted(canonical), "merges": merges, "as_of": format_instant(as_of)}

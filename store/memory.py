@@ -17,9 +17,23 @@ from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The collector's switch is process-wide: in a threaded server one request would turn it back
+# on under another's feet, and under steady load it could stay off for good. A server calls
+# :func:`never_pause` once; a command runs one thing at a time and keeps the pause.
+_pausing = True
+
+
+def never_pause() -> None:
+    """From now on, nothing in this process pauses the cycle collector."""
+    global _pausing
+    _pausing = False
+
 
 @contextmanager
 def without_cycle_collection() -> Iterator[None]:
+    if not _pausing:
+        yield
+        return
     enabled = gc.isenabled()
     gc.disable()
     try:

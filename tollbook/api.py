@@ -26,6 +26,7 @@ from tollbook.store.memory import no_cycle_collection
 if TYPE_CHECKING:
     from tollbook.commands.importers.common import ImportSummary
     from tollbook.commands.ingest import IngestResult
+    from tollbook.store.tokens import Tokens
 
 DEFAULT_DB = "tollbook.db"
 
@@ -58,11 +59,14 @@ def _as_text(value: str | datetime | None) -> str | None:
 
 
 class Tollbook:
-    def __init__(self, db: str | None = None, editor: str | None = None):
+    def __init__(self, db: str | None = None, editor: str | None = None, *, refresh_on_read: bool = True):
+        """``refresh_on_read=False``: queries answer from the projections as they stand, for a
+        server whose own follower keeps them current (readers never wait on a catch-up)."""
         self.db = db or os.environ.get("TOLLBOOK_DB") or DEFAULT_DB
         self.editor = editor or os.environ.get("TOLLBOOK_EDITOR") or default_editor()
         self.store: EventStore = open_store(self.db)
         self.projector = Projector(self.store)
+        self.refresh_on_read = refresh_on_read
 
     def close(self) -> None:
         self.store.close()
@@ -131,7 +135,7 @@ class Tollbook:
 
     @no_cycle_collection
     def refresh(self) -> int:
-        return self.projector.catch_up()
+        return self.projector.catch_up() if self.refresh_on_read else 0
 
     @no_cycle_collection
     def tally(self, *, measure: str = "killed", group: str = "all", by: str = "incident",
@@ -169,6 +173,14 @@ class Tollbook:
                                 measure=measure, group=group, policy=policy)
 
     @no_cycle_collection
+    def incident(self, incident_id: str, *, as_of: Any = None) -> dict[str, Any] | None:
+        """An incident's fields, the incident it counts under and the merges that touch it, at
+        ``as_of``; None if no such incident was recorded by then."""
+        self.refresh()
+        with self.store.transaction(write=False) as cursor:
+            return queries.incident(cursor, incident_id, as_of=instant(as_of, "--as-of"))
+
+    @no_cycle_collection
     def rebuild(self, *, batch_size: int | None = None) -> int:
         """Drops every projection and rebuilds it from the event log; returns the events read.
         ``batch_size``: events a transaction (from now on, for this book's projector)."""
@@ -195,6 +207,12 @@ class Tollbook:
         if stop is None:
             raise ValueError("following the log needs a stop event")
         return self.projector.follow(stop, on_progress, poll=poll, on_error=on_error)
+
+    def tokens(self) -> Tokens:
+        """The store's API tokens (CONTRACT section 9)."""
+        from tollbook.store.tokens import Tokens
+
+        return Tokens(self.store)
 
     def status(self) -> dict[str, Any]:
         """The event log's head (``position``: last notification id, and its ``recorded_at``) and

@@ -70,6 +70,13 @@ def _run(call: Callable[[], Any]) -> Any:
         raise UserError(str(error)) from None
 
 
+def _echo_json(answer: dict[str, Any]) -> None:
+    """``--format json``: the bytes the HTTP API answers too (render.json_output)."""
+    from tollbook.render import json_output
+
+    click.echo(json_output(answer), nl=False)
+
+
 def _now() -> str:
     from datetime import UTC, datetime
 
@@ -118,9 +125,7 @@ def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
     for rejection in result.rejected:
         click.echo(str(rejection), err=True)
     if fmt == "json":
-        from tollbook.render import as_json
-
-        click.echo(as_json(result.as_json()))
+        _echo_json(result.as_json())
     else:
         click.echo(f"accepted {result.accepted}, unchanged {result.unchanged}, rejected {len(result.rejected)}")
     if stopped is not None:
@@ -148,7 +153,10 @@ def tally(ctx: click.Context, fmt: str, **options: Any) -> None:
     from tollbook import render
 
     answer = _run(lambda: _open(ctx).tally(**options))
-    click.echo({"json": render.as_json, "csv": render.tally_csv}.get(fmt, lambda a: render.tally_table(a, _now()))(answer))
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.tally_csv(answer) if fmt == "csv" else render.tally_table(answer, _now()))
 
 
 @cli.command()
@@ -164,7 +172,10 @@ def history(ctx: click.Context, fmt: str, **options: Any) -> None:
     from tollbook import render
 
     answer = _run(lambda: _open(ctx).history(**options))
-    click.echo(render.as_json(answer) if fmt == "json" else render.history_table(answer, _now()))
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.history_table(answer, _now()))
 
 
 @cli.command()
@@ -181,7 +192,10 @@ def diff(ctx: click.Context, start: str, end: str, fmt: str, **options: Any) -> 
     from tollbook import render
 
     answer = _run(lambda: _open(ctx).diff(start, end, **options))
-    click.echo(render.as_json(answer) if fmt == "json" else render.diff_table(answer))
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.diff_table(answer))
 
 
 _PROJECT_BATCH = click.option(
@@ -240,9 +254,7 @@ def _import(ctx: click.Context, file: str, fmt: str, run: Callable[[Any, Any], A
             click.echo(f"tollbook: --db {_shown(book.db)}: {error}", err=True)
             ctx.exit(1)
     if fmt == "json":
-        from tollbook.render import as_json
-
-        click.echo(as_json(summary.as_json()))
+        _echo_json(summary.as_json())
     else:
         for rejection in summary.rejected:
             click.echo(str(rejection), err=True)
@@ -321,7 +333,10 @@ def releases(ctx: click.Context, fmt: str) -> None:
     from tollbook import render
 
     answer = _open(ctx).releases()
-    click.echo(render.as_json(answer) if fmt == "json" else render.releases_table(answer))
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.releases_table(answer))
 
 
 # -- end of import ----------------------------------------------------------------------------
@@ -388,9 +403,11 @@ def status(ctx: click.Context, fmt: str) -> None:
     from tollbook import render
 
     answer = _open(ctx).status()
-    click.echo(render.as_json(answer) if fmt == "json" else render.status_table(answer))
-    last = answer.get("checkpoint")
-    if fmt != "json":
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.status_table(answer))
+        last = answer.get("checkpoint")
         click.echo(f"last checkpoint: size {last['size']}, root {last['root']}, key {last['key']}, signed at"
                    f" {last['recorded_at']} by {last['recorded_by']}" if last else "last checkpoint: none")
 
@@ -511,7 +528,7 @@ def prove(ctx: click.Context, incident: str, source: str | None, measure: str | 
           checkpoint_file: str, out: str) -> None:
     """Write a self-contained proof of an incident's claims: their stored events, history and
     an inclusion proof of each event against the checkpoint."""
-    from tollbook.render import as_json
+    from tollbook.render import json_output
     from tollbook.store.log import StoreDamaged
 
     note = _read(checkpoint_file, "--checkpoint")
@@ -521,8 +538,8 @@ def prove(ctx: click.Context, incident: str, source: str | None, measure: str | 
     except StoreDamaged as error:
         _failed(str(error), "prove")
     try:
-        with open(out, "w", encoding="utf-8") as file:
-            file.write(as_json(bundle) + "\n")
+        with open(out, "wb") as file:
+            file.write(json_output(bundle))
     except OSError as error:
         raise UserError(f"--out: cannot write {out}: {error.strerror}") from None
     click.echo(f"wrote {out}: {len(bundle['events'])} events, {len(bundle['history']['claims'])} claims,"
@@ -555,6 +572,97 @@ def verify_proof(bundle: str, public_keys: tuple[str, ...]) -> None:
 
 
 # -- end of tamper evidence ---------------------------------------------------------------------
+
+
+# -- token and serve: the HTTP API and the web pages (CONTRACT section 9) ----------------------
+
+@cli.group("token")
+def token_group() -> None:
+    """Tokens for the HTTP API: a name (stored as recorded_by of what it writes) and a role.
+
+    The store keeps only a hash of each token; a team on PostgreSQL shares them.
+    """
+
+
+def _tokens(ctx: click.Context) -> Any:
+    book = _open(ctx)
+    try:
+        return book.tokens()
+    except (ValueError, OSError) as error:
+        raise UserError(f"--db: cannot keep tokens in the store: {error}") from None
+
+
+def _token_run(call: Callable[[], Any]) -> Any:
+    """A token command the store refuses (a name taken or unknown) is one line and exit 1."""
+    from tollbook.store.tokens import TokenError
+
+    try:
+        return call()
+    except TokenError as error:
+        click.echo(f"tollbook: {error}", err=True)
+        sys.exit(1)
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--role", metavar="reader|editor", required=True, help="reader: may read; editor: may also write.")
+@click.pass_context
+def token_create(ctx: click.Context, name: str, role: str) -> None:
+    """Make a token for NAME and print it (once: the store keeps only its hash)."""
+    from tollbook.store.tokens import ROLES
+
+    if role not in ROLES:
+        raise UserError(f"--role: must be one of {', '.join(ROLES)}, not {role!r}")
+    tokens = _tokens(ctx)
+    click.echo(_token_run(lambda: tokens.create(name, role)))
+
+
+@token_group.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def token_list(ctx: click.Context, fmt: str) -> None:
+    """Every token's name, role, when it was made and last used, and whether it is revoked."""
+    from tollbook import render
+
+    answer = render.tokens_json(_tokens(ctx).list())
+    if fmt == "json":
+        _echo_json(answer)
+    else:
+        click.echo(render.tokens_table(answer))
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@click.pass_context
+def token_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke NAME's token: a server refuses it from its next request on."""
+    tokens = _tokens(ctx)
+    _token_run(lambda: tokens.revoke(name))
+    click.echo(f"revoked {name}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where to listen (behind a TLS proxy for others).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--public", is_flag=True, help="Anyone may read without a token (writing still needs an editor's).")
+@click.option("--poll", type=click.FloatRange(min=0.05), default=0.2, show_default=True, metavar="SECONDS",
+              help="On SQLite: how often the server looks for events other writers appended.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, public: bool, poll: float) -> None:
+    """Serve the store over HTTP: the JSON API (/api/…, /openapi.json) and the web pages.
+
+    A follower inside the server keeps the projections current as other writers append.
+    """
+    from tollbook import server
+
+    book = _open(ctx)
+    try:
+        server.serve(book, host=host, port=port, public=public, poll=poll)
+    except OSError as error:
+        raise UserError(f"--port: cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
+# -- end of token and serve -------------------------------------------------------------------
 
 
 def main() -> None:

@@ -10,12 +10,20 @@ from typing import Any
 
 import orjson
 
+from tollbook.domain.time import format_instant
 
-def as_json(answer: dict[str, Any]) -> str:
+
+def json_output(answer: dict[str, Any]) -> bytes:
+    """What ``--format json`` prints, byte for byte: the HTTP API answers these same bytes."""
     try:
-        return orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode()
+        return orjson.dumps(answer, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:  # a sum beyond 64 bits: JSON numbers have no bound, orjson's do
-        return json.dumps(answer, indent=2, ensure_ascii=False)
+        return (json.dumps(answer, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def jsonl_line(item: dict[str, Any]) -> bytes:
+    """One line of a ``--format jsonl`` listing (``tollbook log``), as ``/api/log`` streams it."""
+    return orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def point(answer: dict[str, Any], now: str) -> str:
@@ -123,3 +131,17 @@ def releases_table(answer: dict[str, Any]) -> str:
         return "no release has been imported"
     rows = [[r[name] for name in _RELEASES[:-1]] + [r["sha256"][:12]] for r in answer["releases"]]
     return "\n".join(table(_RELEASES, rows, {"rows", "imported", "unchanged", "widened", "rejected", "retracted"}))
+
+
+def tokens_json(tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"tokens": [{"name": t["name"], "role": t["role"], "created_at": format_instant(t["created_at"]),
+                        "last_used_at": format_instant(t["last_used_at"]), "revoked": t["revoked_at"] is not None,
+                        "revoked_at": format_instant(t["revoked_at"])} for t in tokens]}
+
+
+def tokens_table(answer: dict[str, Any]) -> str:
+    if not answer["tokens"]:
+        return "(no tokens: tollbook token create NAME --role reader|editor)"
+    rows = [[t["name"], t["role"], t["created_at"], t["last_used_at"] or "never",
+             f"revoked {t['revoked_at']}" if t["revoked"] else ""] for t in answer["tokens"]]
+    return "\n".join(table(["name", "role", "created", "last used", "revoked"], rows))
