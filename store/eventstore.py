@@ -36,16 +36,20 @@ if TYPE_CHECKING:
     from tollbook.domain.events import DomainEvent
     from tollbook.store.log import Batch
 
-# Each event type is stored under the topic it was first stored under: its module path from
-# before the folders installed as tollbook.*. They are names now, never a place to import from,
-# so code can move without changing a stored event; eventsourcing resolves them as registered.
+# Each event type is stored under a fixed topic: its module path from before the folders
+# installed as tollbook.* (for the types of that time). They are names now, never a place to
+# import from, written out so that moving or renaming a class changes no stored event;
+# eventsourcing resolves them as registered. The part after the colon is the type's stable name
+# in the log and its Merkle leaves (store/leaf.py).
 STORED_TOPICS: dict[type[DomainEvent], str] = {
-    event_type: f"domain.{module}:{event_type.__name__}"
-    for module, event_types in (("claim", (ClaimReported, ClaimRetracted, ClaimCorrected)),
-                                ("incident", (IncidentDefined, IncidentAmended, IncidentMerged)),
-                                ("document", (DocumentReceived,)),
-                                ("release", (ReleaseRecorded,)))
-    for event_type in event_types
+    ClaimReported: "domain.claim:ClaimReported",
+    ClaimRetracted: "domain.claim:ClaimRetracted",
+    ClaimCorrected: "domain.claim:ClaimCorrected",
+    IncidentDefined: "domain.incident:IncidentDefined",
+    IncidentAmended: "domain.incident:IncidentAmended",
+    IncidentMerged: "domain.incident:IncidentMerged",
+    DocumentReceived: "domain.document:DocumentReceived",
+    ReleaseRecorded: "domain.release:ReleaseRecorded",
 }
 library.register_topics(STORED_TOPICS)
 
