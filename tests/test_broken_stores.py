@@ -33,7 +33,7 @@ COMMANDS = [
     ("diff", "--from", "2000-01-01", "--to", "2100-01-01"),
     ("rebuild",),
     ("import", "ucdp", str(GED), "--release", "20.1", "--published-at", "2020-06-01"),
-    ("import", "acled-deletions", str(EXAMPLES / "seed-2018-09-09.jsonl")),
+    ("import", "acled-deletions", str(Path(__file__).parent / "data" / "acled-deletions.csv")),
     ("project",),
     ("status",),
 ]
