@@ -25,7 +25,7 @@ import orjson
 
 from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
 from tollbook.domain.document import DocumentReceived
-from tollbook.domain.incident import IncidentAmended, IncidentDefined, IncidentMerged
+from tollbook.domain.incident import IncidentAbsorbed, IncidentAmended, IncidentDefined, IncidentMerged
 from tollbook.domain.time import from_micros, to_micros
 from tollbook.store import eventsourcing_adapter as library
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 STORED_TOPICS: dict[type[DomainEvent], str] = {
     event_type: f"domain.{module}:{event_type.__name__}"
     for module, event_types in (("claim", (ClaimReported, ClaimRetracted, ClaimCorrected)),
-                                ("incident", (IncidentDefined, IncidentAmended, IncidentMerged)),
+                                ("incident", (IncidentDefined, IncidentAmended, IncidentMerged, IncidentAbsorbed)),
                                 ("document", (DocumentReceived,)))
     for event_type in event_types
 }
