@@ -149,18 +149,7 @@ def test_two_editors_correcting_one_claim_at_the_same_moment(db_path):
 
     with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
         assert ana.ingest(setup_documents(0)).accepted == 1
-        saves, bo_first = [], []
-
-        def bo_saves_first(save):
-            def saving(documents):
-                while bo_first:
-                    assert bo.ingest([bo_first.pop()]).accepted == 1
-                saves.append(len(documents))
-                return save(documents)
-            return saving
-
-        ana.store.append = bo_saves_first(ana.store.append)
-        ana.store.write_behind = bo_saves_first(ana.store.write_behind)
+        saves, bo_first = _bo_stores_first(ana, bo)
         # Still applies: both corrections are kept, bo's first.
         bo_first.append(correction("shared", "bo: high was 100", 1, high=100))
         result = ana.ingest([correction("shared", "ana: typed 1 for 7", 7)])
@@ -509,9 +498,11 @@ def assert_one_writer_could_have_merged(db: str, book) -> None:
     assert answers(book) == before
 
 
-def _bo_stores_first(ana, bo, document: str) -> list[int]:
-    """bo stores ``document`` after ana decided her next batch, just before ana saves it."""
-    saves, pending = [], [document]
+def _bo_stores_first(ana, bo) -> tuple[list[int], list[str]]:
+    """Each document put in the second list bo stores after ana decided her next batch, just
+    before ana saves it; the first list gets the size of each batch ana saves."""
+    saves: list[int] = []
+    pending: list[str] = []
 
     def first(save):
         def saving(documents):
@@ -523,7 +514,7 @@ def _bo_stores_first(ana, bo, document: str) -> list[int]:
 
     ana.store.append = first(ana.store.append)
     ana.store.write_behind = first(ana.store.write_behind)
-    return saves
+    return saves, pending
 
 
 def test_a_merge_into_an_incident_merged_away_meanwhile_is_refused(db_path):
@@ -533,7 +524,8 @@ def test_a_merge_into_an_incident_merged_away_meanwhile_is_refused(db_path):
 
     with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
         assert ana.ingest(merge_setup()).accepted == 1
-        saves = _bo_stores_first(ana, bo, merge("b", "c", "bo: the same strike"))
+        saves, bo_first = _bo_stores_first(ana, bo)
+        bo_first.append(merge("b", "c", "bo: the same strike"))
         result = ana.ingest([merge("a", "b", "ana: the same strike")])
         assert result.accepted == 0 and saves == [1]  # refused once, then nothing left to save
         [rejection] = result.rejected
@@ -550,7 +542,8 @@ def test_a_merge_of_an_incident_that_absorbed_another_meanwhile_still_applies(db
 
     with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
         assert ana.ingest(merge_setup()).accepted == 1
-        saves = _bo_stores_first(ana, bo, merge("a", "b", "bo"))
+        saves, bo_first = _bo_stores_first(ana, bo)
+        bo_first.append(merge("a", "b", "bo"))
         result = ana.ingest([merge("b", "c", "ana")])
         assert (result.accepted, result.rejected, saves) == (1, [], [1, 1])
         assert merges_in_log_order(db_path) == [("a", "b"), ("b", "c")]
@@ -564,7 +557,7 @@ def test_two_editors_merging_two_incidents_into_each_other(db_path):
 
     with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
         assert ana.ingest(merge_setup()).accepted == 1
-        _bo_stores_first(ana, bo, merge("b", "a", "bo"))
+        _bo_stores_first(ana, bo)[1].append(merge("b", "a", "bo"))
         result = ana.ingest([merge("a", "b", "ana")])
         assert result.accepted == 0
         assert str(result.rejected[0]) == "line 1: into: 'b' was merged into 'a'; merge into that instead"
