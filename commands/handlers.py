@@ -210,10 +210,11 @@ def _retraction(command: Retraction, unit: Unit) -> None:
 
 
 def _merge(command: Merge, unit: Unit) -> None:
+    into = unit.get(incident_uuid(command.into), incidents.evolve)
     unit.record(
         incidents.merge(
             unit.get(incident_uuid(command.incident_id), incidents.evolve),
-            unit.get(incident_uuid(command.into), incidents.evolve),
+            into,
             incident_id=command.incident_id,
             into_id=command.into,
             reason=command.reason,
@@ -221,6 +222,9 @@ def _merge(command: Merge, unit: Unit) -> None:
         ),
         incidents.evolve,
     )
+    # A merge writes both incidents: one merged into ``into`` while another writer merges
+    # ``into`` away is refused by the store (both took its next version), never a chain.
+    unit.record(incidents.absorb(into, merged_id=command.incident_id, recorded_by=unit.recorded_by), incidents.evolve)
 
 
 HANDLERS: dict[type, Callable[[Any, Unit], None]] = {

@@ -71,6 +71,15 @@ class IncidentMerged(DomainEvent):
     reason: str | None = None
 
 
+class IncidentAbsorbed(DomainEvent):
+    """``merged`` was merged into this incident: the merge's other half. It takes this
+    incident's next version, so a merge decided while another writer changed ``into`` (merged
+    it away, say) is refused by the store and decided again, as any stale write is."""
+
+    incident_id: Text
+    merged: Text
+
+
 class Incident(NamedTuple):  # a named tuple, as a claim's state is
     id: UUID
     aggregate_version: int
@@ -135,6 +144,12 @@ def merge(incident: Incident | None, into: Incident | None, *, incident_id: str,
     )
 
 
+def absorb(into: Incident, *, merged_id: str, recorded_by: str) -> IncidentAbsorbed:
+    """The other half of merging ``merged_id`` into ``into`` (see :func:`merge`)."""
+    return IncidentAbsorbed(originator_id=into.id, originator_version=into.aggregate_version + 1,
+                            recorded_by=recorded_by, incident_id=into.incident_id, merged=merged_id)
+
+
 def evolve(incident: Incident | None, event: DomainEvent) -> Incident:
     if isinstance(event, IncidentDefined):
         return Incident(event.originator_id, event.originator_version, event.incident_id, event.fields)
@@ -143,4 +158,6 @@ def evolve(incident: Incident | None, event: DomainEvent) -> Incident:
         return incident._replace(aggregate_version=event.originator_version, fields=incident.fields | event.fields)
     if isinstance(event, IncidentMerged):
         return incident._replace(aggregate_version=event.originator_version, merged_into=event.into)
+    if isinstance(event, IncidentAbsorbed):
+        return incident._replace(aggregate_version=event.originator_version)
     raise TypeError(f"not an incident event: {type(event).__name__}")

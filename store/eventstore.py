@@ -25,7 +25,7 @@ import orjson
 
 from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
 from tollbook.domain.document import DocumentReceived
-from tollbook.domain.incident import IncidentAmended, IncidentDefined, IncidentMerged
+from tollbook.domain.incident import IncidentAbsorbed, IncidentAmended, IncidentDefined, IncidentMerged
 from tollbook.domain.release import ReleaseRecorded
 from tollbook.domain.time import from_micros, to_micros
 from tollbook.store import eventsourcing_adapter as library
@@ -48,6 +48,7 @@ STORED_TOPICS: dict[type[DomainEvent], str] = {
     IncidentDefined: "domain.incident:IncidentDefined",
     IncidentAmended: "domain.incident:IncidentAmended",
     IncidentMerged: "domain.incident:IncidentMerged",
+    IncidentAbsorbed: "domain.incident:IncidentAbsorbed",
     DocumentReceived: "domain.document:DocumentReceived",
     ReleaseRecorded: "domain.release:ReleaseRecorded",
 }

@@ -37,7 +37,8 @@ TYPE_OF_TOPIC = {topic: topic.rpartition(":")[2] for topic in STORED_TOPICS.valu
 INSTANT_FIELDS = {"ClaimReported": ("published_at",), "ClaimRetracted": ("published_at",),
                   "ClaimCorrected": ("published_at",), "DocumentReceived": ("published_at",),
                   "ReleaseRecorded": ("published_at",)}
-WITHOUT_FLOATS = frozenset({"ClaimReported", "ClaimRetracted", "ClaimCorrected", "IncidentMerged", "ReleaseRecorded"})
+WITHOUT_FLOATS = frozenset({"ClaimReported", "ClaimRetracted", "ClaimCorrected", "IncidentMerged", "IncidentAbsorbed",
+                            "ReleaseRecorded"})
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -148,18 +149,7 @@ def test_two_editors_correcting_one_claim_at_the_same_moment(db_path):
 
     with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
         assert ana.ingest(setup_documents(0)).accepted == 1
-        saves, bo_first = [], []
-
-        def bo_saves_first(save):
-            def saving(documents):
-                while bo_first:
-                    assert bo.ingest([bo_first.pop()]).accepted == 1
-                saves.append(len(documents))
-                return save(documents)
-            return saving
-
-        ana.store.append = bo_saves_first(ana.store.append)
-        ana.store.write_behind = bo_saves_first(ana.store.write_behind)
+        saves, bo_first = _bo_stores_first(ana, bo)
         # Still applies: both corrections are kept, bo's first.
         bo_first.append(correction("shared", "bo: high was 100", 1, high=100))
         result = ana.ingest([correction("shared", "ana: typed 1 for 7", 7)])
@@ -464,3 +454,226 @@ def test_follow_stops_cleanly_on_a_signal(db_path, tmp_path, signum):
     assert f"{signal.Signals(signum).name}: stopping after the batch in hand" in lines[-2]
     assert "stopped at position" in lines[-1]
     assert out.decode().startswith("projected ")
+
+
+# -- merges racing (issue 11 item 9) ------------------------------------------------------------
+
+MERGE_INCIDENTS = ("a", "b", "c", "d", "e", "f")
+
+
+def merge_setup() -> list[str]:
+    """One report: incidents a..f, each with one claim."""
+    incidents = [{"incident_id": i, "occurred_from": "2024-01-01", "admin1": "North"} for i in MERGE_INCIDENTS]
+    claims = [{"incident_id": i, "source": "Civil Defence", "measure": "killed", "low": 2 ** n}
+              for n, i in enumerate(MERGE_INCIDENTS)]
+    return [json.dumps({"kind": "report", "report_id": "merge-setup", "published_at": "2024-01-02",
+                        "incidents": incidents, "claims": claims})]
+
+
+def merge(incident: str, into: str, reason: str) -> str:
+    return json.dumps({"kind": "merge", "incident_id": incident, "into": into, "reason": reason})
+
+
+def merges_in_log_order(db: str) -> list[tuple[str, str]]:
+    return [(e["state"]["incident_id"], e["state"]["into"]) for e in stored_events(db)
+            if e["topic"] == "domain.incident:IncidentMerged"]
+
+
+def assert_one_writer_could_have_merged(db: str, book) -> None:
+    """The log's merges, in log order, are a sequence the merge rules allow one writer at a time
+    (no incident merged twice, none into one merged away): no chain. Every claim counts under
+    an incident not merged away, and a rebuild agrees."""
+    merged: dict[str, str] = {}
+    for incident, into in merges_in_log_order(db):
+        assert incident not in merged and into not in merged and incident != into, (incident, into, merged)
+        merged[incident] = into
+        merged.update({i: into for i, to in merged.items() if to == incident})
+    absorbed = [(e["state"]["merged"], e["state"]["incident_id"]) for e in stored_events(db)
+                if e["topic"] == "domain.incident:IncidentAbsorbed"]
+    assert absorbed == merges_in_log_order(db)  # each merge wrote both incidents
+    rows = {r["key"] for r in book.tally()["rows"]}
+    assert set(rows) == set(MERGE_INCIDENTS) - set(merged)
+    for incident in MERGE_INCIDENTS:
+        [row] = book.tally(incident=incident)["rows"]
+        assert row["key"] == merged.get(incident, incident)
+    before = answers(book)
+    book.rebuild()
+    assert answers(book) == before
+
+
+def _bo_stores_first(ana, bo) -> tuple[list[int], list[str]]:
+    """Each document put in the second list bo stores after ana decided her next batch, just
+    before ana saves it; the first list gets the size of each batch ana saves."""
+    saves: list[int] = []
+    pending: list[str] = []
+
+    def first(save):
+        def saving(documents):
+            while pending:
+                assert bo.ingest([pending.pop()]).accepted == 1
+            saves.append(len(documents))
+            return save(documents)
+        return saving
+
+    ana.store.append = first(ana.store.append)
+    ana.store.write_behind = first(ana.store.write_behind)
+    return saves, pending
+
+
+def test_a_merge_into_an_incident_merged_away_meanwhile_is_refused(db_path):
+    """ana decides a -> b; bo's b -> c is stored before ana saves. ana's merge is refused by the
+    store (it wrote b too), decided again, and rejected in one line: a -> b would be a chain."""
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        assert ana.ingest(merge_setup()).accepted == 1
+        saves, bo_first = _bo_stores_first(ana, bo)
+        bo_first.append(merge("b", "c", "bo: the same strike"))
+        result = ana.ingest([merge("a", "b", "ana: the same strike")])
+        assert result.accepted == 0 and saves == [1]  # refused once, then nothing left to save
+        [rejection] = result.rejected
+        assert str(rejection) == "line 1: into: 'b' was merged into 'c'; merge into that instead"
+        assert merges_in_log_order(db_path) == [("b", "c")]
+        assert [r["key"] for r in ana.tally(incident="a")["rows"]] == ["a"]
+        assert_one_writer_could_have_merged(db_path, ana)
+
+
+def test_a_merge_of_an_incident_that_absorbed_another_meanwhile_still_applies(db_path):
+    """ana decides b -> c; bo's a -> b is stored first. Both orders are allowed one at a time, so
+    ana's merge is decided again and stored: a and b both count under c."""
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        assert ana.ingest(merge_setup()).accepted == 1
+        saves, bo_first = _bo_stores_first(ana, bo)
+        bo_first.append(merge("a", "b", "bo"))
+        result = ana.ingest([merge("b", "c", "ana")])
+        assert (result.accepted, result.rejected, saves) == (1, [], [1, 1])
+        assert merges_in_log_order(db_path) == [("a", "b"), ("b", "c")]
+        assert [r["key"] for r in ana.tally(incident="a")["rows"]] == ["c"]
+        assert_one_writer_could_have_merged(db_path, ana)
+
+
+def test_two_editors_merging_two_incidents_into_each_other(db_path):
+    """ana decides a -> b while bo's b -> a is stored: never both (a cycle)."""
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="ana") as ana, Tollbook(db_path, editor="bo") as bo:
+        assert ana.ingest(merge_setup()).accepted == 1
+        _bo_stores_first(ana, bo)[1].append(merge("b", "a", "bo"))
+        result = ana.ingest([merge("a", "b", "ana")])
+        assert result.accepted == 0
+        assert str(result.rejected[0]) == "line 1: into: 'b' was merged into 'a'; merge into that instead"
+        assert_one_writer_could_have_merged(db_path, ana)
+
+
+def test_merges_from_many_processes_at_once_form_no_chain(db_path, run_many, jsonl):
+    """Three processes merge the same six incidents into each other in different orders, all at
+    once, each document its own transaction and then a batch: the log is a sequence of merges
+    one writer could have made, and every query agrees with it."""
+    import random
+
+    from tollbook.api import Tollbook
+
+    with Tollbook(db_path, editor="setup") as book:
+        assert book.ingest(merge_setup()).accepted == 1
+    pairs = [(a, b) for a in MERGE_INCIDENTS for b in MERGE_INCIDENTS if a != b]
+    calls = []
+    for writer in range(3):
+        random.Random(writer).shuffle(pairs)
+        documents = [merge(a, b, f"w{writer} {a}->{b}") for a, b in pairs]
+        calls += [("ingest", jsonl(documents[:1])), ("ingest", jsonl(documents[1:2])), ("ingest", jsonl(documents[2:]))]
+    results = run_many(calls)
+    for code, _, err in results:
+        assert code in (0, 1) and "Traceback" not in err, err
+        assert all(line.startswith("line ") and "into" in line or "incident_id" in line
+                   for line in err.splitlines()), err
+    assert sum(int(out.split()[1].rstrip(",")) for _, out, _ in results) == len(merges_in_log_order(db_path)) > 0
+    with Tollbook(db_path) as book:
+        assert_one_writer_could_have_merged(db_path, book)
+
+
+# -- readers and writers at once (issue 11 items 4 and 10) -------------------------------------------
+
+def test_many_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """Each process opens the same new SQLite store and ingests a document. The library's
+    own table creation raced here ("Failed to record tracking for __migration__ 1")."""
+    db = str(tmp_path / "new.db")
+    script = ("import sys\nfrom tollbook.api import Tollbook\n"
+              "with Tollbook(sys.argv[1], editor='w') as book:\n"
+              "    book.ingest(['{\"kind\": \"incident\", \"incident_id\": \"i-' + sys.argv[2] + '\"}'])\n")
+    processes = [subprocess.Popen([sys.executable, "-c", script, db, str(n)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=_env(None, None)) for n in range(12)]
+    failures = [err.decode()[-300:] for p in processes for _, err in [p.communicate(timeout=240)] if p.returncode]
+    assert failures == []
+    assert sql(db, "SELECT count(*) FROM stored_events WHERE topic = 'domain.incident:IncidentDefined'") == [(12,)]
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from tollbook.api import Tollbook
+from tollbook.store.eventstore import EventStore
+
+insert, flag = EventStore._insert, Path(sys.argv[2])
+
+def holding(self, cursor, rows, last):  # the real insert, then the transaction held open
+    insert(self, cursor, rows, last)
+    Path(str(flag) + ".holding").touch()
+    while not flag.exists():
+        time.sleep(0.01)
+
+EventStore._insert = holding
+with Tollbook(sys.argv[1], editor="importer") as book:
+    print(book.ingest(open(sys.argv[3], "rb")).accepted)
+"""
+
+
+def test_a_query_on_current_projections_does_not_wait_for_a_writer(db_path, tmp_path, run, jsonl):
+    """A real ingest in another process holds its write transaction open (its events inserted,
+    not committed). Meanwhile opening the store and querying it (tally, history, status) answer at
+    once, with what was committed before: they take no write lock, and run no DDL."""
+    assert run("ingest", jsonl(merge_setup()))[0] == 0
+    assert run("tally")[0] == 0  # the projections are current
+    flag = tmp_path / "release"
+    writer = subprocess.Popen([sys.executable, "-c", HOLD, db_path, str(flag), str(jsonl(setup_documents(2)))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(None, None))
+    try:
+        deadline = time.monotonic() + 60
+        while not Path(str(flag) + ".holding").exists():
+            assert writer.poll() is None and time.monotonic() < deadline, writer.communicate()
+            time.sleep(0.02)
+        results = run.many([("tally", "--format", "json"), ("status",)])
+        assert writer.poll() is None  # still holding its transaction when the queries answered
+        for code, _, err in results:
+            assert code == 0, err
+        assert {r["key"] for r in json.loads(results[0][1])["rows"]} == set(MERGE_INCIDENTS)
+    finally:
+        flag.touch()
+        out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0 and out.split() == [b"1"], err
+    code, out, _ = run("tally", "--format", "json")
+    assert "shared" in {r["key"] for r in json.loads(out)["rows"]}
+
+
+def test_queries_during_a_long_import_answer(db_path, tmp_path, run, jsonl):
+    """A long ingest runs in another process (many batches); queries started meanwhile all
+    answer (they wait at most for the batch being committed, never the 30 s lock timeout)."""
+    documents = [json.dumps({"kind": "report", "report_id": f"r{n}", "published_at": "2024-01-02",
+                             "incidents": [{"incident_id": f"i{n}", "admin1": "North"}],
+                             "claims": [{"incident_id": f"i{n}", "source": "S", "measure": "killed", "low": 1}]})
+                 for n in range(8_000)]
+    assert run("ingest", jsonl(merge_setup()))[0] == 0
+    writer = subprocess.Popen([sys.executable, "-m", "tollbook", "ingest", str(jsonl(documents)), "--batch-size",
+                               "1500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(db_path, None))
+    latencies = []
+    try:
+        while writer.poll() is None and len(latencies) < 3:
+            started = time.monotonic()
+            code, out, err = run("tally", "--format", "json")
+            latencies.append(time.monotonic() - started)
+            assert code == 0 and "locked" not in err, err
+    finally:
+        out, err = writer.communicate(timeout=240)
+    assert writer.returncode == 0, err
+    assert latencies and max(latencies) < 25, latencies
