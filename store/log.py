@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tollbook.store import merkle
-from tollbook.store.leaf import hash_of
+from tollbook.store.eventstore import STORED_TOPICS
+from tollbook.store.leaf import hash_of, recorded_text, stored
 
 if TYPE_CHECKING:
     from tollbook.domain.events import DomainEvent
@@ -235,16 +236,17 @@ class Log:
         tree.on_node = lambda level, index, found: nodes.append((level, index, found))
         now = to_micros_now()  # read once the lock is held: no earlier writer can stamp later
         stamps, rows, leaves = [], [], []
-        row, append, position = self.store.mapper.row, tree.append, size
+        append, position = tree.append, size
         for events in documents:
             last = max(now, last + 1)
             stamps.append(last)
+            text = recorded_text(last)
             for event in events:
-                aggregate_id, version, topic, state = row(event, last)
+                state, found = stored(event, last, text)
                 position += 1
-                found = hash_of(aggregate_id, version, topic, state)
                 append(found)
-                rows.append((position, aggregate_id, version, topic, state))
+                rows.append((position, event.originator_id, event.originator_version, STORED_TOPICS[type(event)],
+                             state))
                 leaves.append((position, found))
         tree.on_node = None
         return stamps, Batch(rows, leaves, nodes, last, tree)

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from conftest import REVISIONS, ROOT, SEED, _admin, event_count, is_postgres, log_table, sql
@@ -173,6 +174,29 @@ def test_an_old_store_gets_its_tree_on_first_open(tmp_path, run):
     assert run("verify", db=str(db))[1].startswith(f"verified {event_count(str(db))} events")
     with pytest.raises(Exception, match="append-only"):
         sql(str(db), "DELETE FROM stored_events WHERE rowid = 1")
+
+
+def test_the_append_path_stores_what_the_mapper_would(tmp_path):
+    """The append path writes each state itself (one dict for the state and the leaf): byte for
+    byte what the pydantic mapper writes, and the leaf verify recomputes from it."""
+    from eventsourcing.persistence import StoredEvent
+    from test_crash import lines
+
+    from tollbook.api import Tollbook
+    from tollbook.store.leaf import hash_of, recorded_text, stored
+
+    with Tollbook(str(tmp_path / "s.db"), editor="tester") as book:
+        book.ingest([*lines(2000), *SEED.read_text().splitlines(), *REVISIONS.read_text().splitlines()])
+        mapper = book.store.mapper
+        with book.store.transaction(write=False) as cursor:
+            rows = [row for chunk in book.store.log.events(cursor, 0) for row in chunk]
+        for _, aggregate_id, version, topic, state in rows:
+            decoded = json.loads(state)
+            at = decoded.pop("timestamp")
+            loaded = mapper.to_domain_event(StoredEvent(UUID(aggregate_id), version, topic, bytes(state)))
+            fresh = type(loaded)(**{name: getattr(loaded, name) for name in decoded})  # as a handler makes it
+            assert stored(fresh, at, recorded_text(at)) == (
+                mapper.row(fresh, at)[3], hash_of(aggregate_id, version, topic, bytes(state)))
 
 
 # -- an insider with the database ---------------------------------------------------------------
