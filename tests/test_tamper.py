@@ -268,6 +268,9 @@ def test_verify_finds_each_edit_of_the_log(signed, run, db_path, how):
     assert says in verify(run, signed)[2]
     assert_found(verify(run, signed, "cp1"), f"position {at}: ")
     assert run("log")[0] == 0  # the log can still be read out
+    if how == "the last event deleted":  # the log ends before its tree: nothing more is appended
+        code, out, err = run("--editor", "tester", "ingest", "-", input='{"kind": "incident", "incident_id": "new"}\n')
+        assert (code, out) == (2, "") and "its tree has" in err and err.count("\n") == 1, err
 
 
 def test_an_edited_tree_is_found_by_its_nodes_or_a_checkpoint(signed, run, db_path, jsonl):

@@ -79,8 +79,13 @@ def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
     Each document is stored whole or not at all; a bad one is reported with its line and
     field and the rest are still taken. A document already stored is left alone.
     """
+    from tollbook.store.log import StoreDamaged
+
     book = _open(ctx)
-    result = book.ingest(file, **({"batch_events": batch_size} if batch_size else {}))
+    try:
+        result = book.ingest(file, **({"batch_events": batch_size} if batch_size else {}))
+    except StoreDamaged as error:  # its log and tree disagree: nothing more is appended
+        raise UserError(f"--db: {error}") from None
     if fmt == "json":
         from tollbook.render import as_json
 
@@ -205,7 +210,12 @@ def _import(ctx: click.Context, file: str, fmt: str, run: Callable[[Any, Any], A
                 bar.update(max(0, min(done, size) - seen[0]))
                 seen[0] = max(seen[0], min(done, size))
 
-        summary = _run(lambda: run(book, progress))
+        from tollbook.store.log import StoreDamaged
+
+        try:
+            summary = _run(lambda: run(book, progress))
+        except StoreDamaged as error:
+            raise UserError(f"--db: {error}") from None
     if fmt == "json":
         from tollbook.render import as_json
 
