@@ -402,7 +402,12 @@ def keygen(out: str, name: str) -> None:
 def checkpoint(ctx: click.Context, key: str, origin: str | None, out: str | None) -> None:
     """Sign the log's current size and root (a C2SP tlog-checkpoint note) and print it; the
     store keeps each checkpoint it signed."""
-    note = _run(lambda: _open(ctx).checkpoint(_read(key, "--key"), origin))
+    from tollbook.store.log import StoreDamaged
+
+    try:
+        note = _run(lambda: _open(ctx).checkpoint(_read(key, "--key"), origin))
+    except StoreDamaged as error:
+        _failed(str(error), "checkpoint")
     if out:
         try:
             with open(out, "w", encoding="utf-8") as file:
