@@ -57,8 +57,8 @@ class Undecodable(ValueError):
 
 def recorded_text(micros: int) -> str:
     """An instant as the log and the leaves write it: UTC, six fractional digits, Z."""
-    moment = from_micros(micros)
-    return f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}.{moment.microsecond:06d}Z"
+    m = from_micros(micros)  # not strftime: slower, and glibc's %Y does not pad the years before 1000
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
 
 
 @lru_cache(maxsize=65_536)  # a report's events share their published_at
@@ -125,12 +125,16 @@ def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple
 
 
 def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
+    found = [value]
+    while found:
+        item = found.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            found.extend(item.values())
+        elif kind is list:
+            found.extend(item)
     return False
 
 
