@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -49,6 +49,7 @@ INSTANT_FIELDS = {"ClaimReported": ("published_at",), "ClaimRetracted": ("publis
                   "ClaimCorrected": ("published_at",), "DocumentReceived": ("published_at",)}
 WITHOUT_FLOATS = frozenset({"ClaimReported", "ClaimRetracted", "ClaimCorrected", "IncidentMerged"})
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")
+_ZERO = timedelta(0)
 
 
 class Undecodable(ValueError):
@@ -57,7 +58,11 @@ class Undecodable(ValueError):
 
 def recorded_text(micros: int) -> str:
     """An instant as the log and the leaves write it: UTC, six fractional digits, Z."""
-    m = from_micros(micros)  # not strftime: slower, and glibc's %Y does not pad the years before 1000
+    return _text(from_micros(micros))
+
+
+def _text(m: datetime) -> str:
+    # Not strftime: slower, and glibc's %Y does not pad the years before 1000.
     return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
 
 
@@ -96,9 +101,8 @@ def logged(aggregate_id: Any, version: int, topic: str, state: bytes) -> dict[st
         raise Undecodable(f"cannot be decoded ({type(error).__name__}: {error})") from None
 
 
-@lru_cache(maxsize=65_536)
 def _instant_of(moment: datetime) -> str:
-    return recorded_text(to_micros(moment))
+    return _text(moment if moment.utcoffset() == _ZERO else moment.astimezone(UTC))
 
 
 def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple[bytes, bytes]:
@@ -120,7 +124,7 @@ def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple
     for name in INSTANT_FIELDS.get(kind, ()):
         if fields.get(name) is not None:
             fields[name] = _instant_of(fields[name])
-    return state, leaf_hash(leaf({"type": kind, "aggregate_id": str(aggregate_id), "aggregate_version": version,
+    return state, leaf_hash(leaf({"type": kind, "aggregate_id": aggregate_id, "aggregate_version": version,
                                   "recorded_at": recorded_at_text, "recorded_by": recorded_by, "fields": fields}))
 
 
@@ -145,7 +149,8 @@ def leaf(event: dict[str, Any]) -> bytes:
             return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
         except (TypeError, orjson.JSONEncodeError):  # an integer beyond 64 bits: json writes it
             pass
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    # default=str: a new event's aggregate id is still a UUID (orjson writes it as str() does)
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 def hash_of(aggregate_id: Any, version: int, topic: str, state: bytes) -> bytes:
