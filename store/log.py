@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tollbook.store import merkle
-from tollbook.store.eventstore import STORED_TOPICS
+from tollbook.store.eventstore import STORED_TOPICS, to_micros_now
 from tollbook.store.leaf import hash_of, recorded_text, stored
 
 if TYPE_CHECKING:
@@ -219,8 +219,6 @@ class Log:
     def stamp(self, cursor: Any, documents: Sequence[Sequence[DomainEvent]]) -> tuple[list[int], Batch]:
         """Under the write lock: each document's recorded_at, and its events as rows with their
         positions and leaf hashes, and the tree nodes they complete."""
-        from tollbook.store.eventstore import to_micros_now
-
         # On PostgreSQL the clock's row lock serializes writers: recorded_at and positions
         # increase in commit order (SQLite's BEGIN IMMEDIATE already did).
         cursor.execute("SELECT last_recorded_at FROM tollbook_clock WHERE id = 1"
