@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import orjson
+
 from tollbook.domain.tally import Candidate, current
 from tollbook.domain.time import format_instant, to_micros
 from tollbook.store import merkle
@@ -89,12 +91,12 @@ def checkpoint(store: EventStore, signer: Signer, origin: str | None, recorded_b
     with store.transaction() as cursor:
         store.lock(cursor, "tollbook-checkpoint")
         size = store.log.size(cursor)
-        note = signer.sign(Checkpoint(origin, size, TreeReader(cursor, size).root()).text())
+        root = TreeReader(cursor, size).root()
+        note = signer.sign(Checkpoint(origin, size, root).text())
         cursor.execute("SELECT coalesce(max(number), 0) + 1 FROM tollbook_checkpoints")
         number = cursor.fetchone()[0]
         cursor.execute("INSERT INTO tollbook_checkpoints (number, size, root, note, recorded_at, recorded_by)"
-                       " VALUES (?, ?, ?, ?, ?, ?)",
-                       (number, size, Checkpoint.parse(note).root, note, to_micros_now(), recorded_by))
+                       " VALUES (?, ?, ?, ?, ?, ?)", (number, size, root, note, to_micros_now(), recorded_by))
     return note
 
 
@@ -238,14 +240,8 @@ def as_of_checkpoint(store: EventStore, size: int) -> int | None:
     """The recorded_at of the event at ``size``: what a checkpoint of that size saw."""
     with store.transaction(write=False) as cursor:
         for chunk in store.log.events(cursor, size - 1, 1):
-            return logged_micros(chunk[0][4])
+            return orjson.loads(chunk[0][4])["timestamp"]
     return None
-
-
-def logged_micros(state: bytes) -> int:
-    import orjson
-
-    return orjson.loads(state)["timestamp"]
 
 
 def _instant(text: str | None) -> str | None:

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from tollbook.store import eventsourcing_adapter as library
 from tollbook.store import merkle
-from tollbook.store.leaf import hash_of
+from tollbook.store.eventstore import STORED_TOPICS, to_micros_now
+from tollbook.store.leaf import hash_of, recorded_text, stored
 
 if TYPE_CHECKING:
     from tollbook.domain.events import DomainEvent
@@ -219,8 +220,6 @@ class Log:
     def stamp(self, cursor: Any, documents: Sequence[Sequence[DomainEvent]]) -> tuple[list[int], Batch]:
         """Under the write lock: each document's recorded_at, and its events as rows with their
         positions and leaf hashes, and the tree nodes they complete."""
-        from tollbook.store.eventstore import to_micros_now
-
         # On PostgreSQL the clock's row lock serializes writers: recorded_at and positions
         # increase in commit order (SQLite's BEGIN IMMEDIATE already did).
         cursor.execute("SELECT last_recorded_at FROM tollbook_clock WHERE id = 1"
@@ -236,16 +235,17 @@ class Log:
         tree.on_node = lambda level, index, found: nodes.append((level, index, found))
         now = to_micros_now()  # read once the lock is held: no earlier writer can stamp later
         stamps, rows, leaves = [], [], []
-        row, append, position = self.store.mapper.row, tree.append, size
+        append, position = tree.append, size
         for events in documents:
             last = max(now, last + 1)
             stamps.append(last)
+            text = recorded_text(last)
             for event in events:
-                aggregate_id, version, topic, state = row(event, last)
+                state, found = stored(event, last, text)
                 position += 1
-                found = hash_of(aggregate_id, version, topic, state)
                 append(found)
-                rows.append((position, aggregate_id, version, topic, state))
+                rows.append((position, event.originator_id, event.originator_version, STORED_TOPICS[type(event)],
+                             state))
                 leaves.append((position, found))
         tree.on_node = None
         return stamps, Batch(rows, leaves, nodes, last, tree)

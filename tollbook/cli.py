@@ -115,6 +115,7 @@ def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
     field and the rest are still taken. A document already stored is left alone.
     """
     from tollbook.commands.ingest import IngestStopped
+    from tollbook.store.log import StoreDamaged
 
     book = _open(ctx)
     stopped = None
@@ -122,6 +123,8 @@ def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
         result = book.ingest(file, **({"batch_events": batch_size} if batch_size else {}))
     except IngestStopped as error:  # a full disk: how far it got, and exit 1
         stopped, result = error, error.result
+    except StoreDamaged as error:  # its log and tree disagree: nothing more is appended
+        raise UserError(f"--db: {error}") from None
     for rejection in result.rejected:
         click.echo(str(rejection), err=True)
     if fmt == "json":
@@ -247,12 +250,15 @@ def _import(ctx: click.Context, file: str, fmt: str, run: Callable[[Any, Any], A
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(_progress_bar(size)) if sys.stderr.isatty() else None
         from tollbook.store.eventstore import StoreFull
+        from tollbook.store.log import StoreDamaged
 
         try:
             summary = _run(lambda: run(book, progress))
         except StoreFull as error:  # each document stored whole or not at all, as an ingest
             click.echo(f"tollbook: --db {_shown(book.db)}: {error}", err=True)
             ctx.exit(1)
+        except StoreDamaged as error:  # its log and tree disagree: nothing more is appended
+            raise UserError(f"--db: {error}") from None
     if fmt == "json":
         _echo_json(summary.as_json())
     else:
@@ -478,7 +484,12 @@ def keygen(out: str, name: str) -> None:
 def checkpoint(ctx: click.Context, key: str, origin: str | None, out: str | None) -> None:
     """Sign the log's current size and root (a C2SP tlog-checkpoint note) and print it; the
     store keeps each checkpoint it signed."""
-    note = _run(lambda: _open(ctx).checkpoint(_read(key, "--key"), origin))
+    from tollbook.store.log import StoreDamaged
+
+    try:
+        note = _run(lambda: _open(ctx).checkpoint(_read(key, "--key"), origin))
+    except StoreDamaged as error:
+        _failed(str(error), "checkpoint")
     if out:
         try:
             with open(out, "w", encoding="utf-8") as file:
