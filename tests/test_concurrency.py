@@ -433,14 +433,14 @@ def test_status_and_project_on_the_command_line(run, db_path, tmp_path):
     head = status["head"]
     assert head["position"] > 0 and head["recorded_at"].endswith("Z")
     assert [(p["name"], p["position"], p["lag"]) for p in status["projections"]] == [
-        ("claims.v4", 0, head["position"]), ("incidents.v1", 0, head["position"])]
+        ("claims.v5", 0, head["position"]), ("incidents.v1", 0, head["position"])]
     code, out, err = run("project")
     assert code == 0 and out == f"projected {head['position']} events; every projection is at position {head['position']}\n"
     assert f"position {head['position']} of {head['position']}" in err
     code, out, err = run("status")
     assert code == 0 and out.splitlines()[0] == f"event log head: position {head['position']}, recorded at {head['recorded_at']}"
     assert out.splitlines()[1].split() == ["projection", "position", "lag"]
-    assert out.splitlines()[2].split() == ["claims.v4", str(head["position"]), "0"]
+    assert out.splitlines()[2].split() == ["claims.v5", str(head["position"]), "0"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

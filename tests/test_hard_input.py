@@ -281,7 +281,7 @@ FIELDS = sorted({("top", k) for d in BASES.values() for k in d} | {("top", "extr
                 | {("incident", k) for k in ("incident_id", "title", "country", "lat", "occurred_from", "extra")})
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_any_json_value_in_any_field_is_taken_or_refused_in_one_line(data):
     from tollbook.api import Tollbook
