@@ -89,7 +89,7 @@ def format_instant(moment: datetime | int | None, *, fraction: bool = False) -> 
     if isinstance(moment, int):
         moment = from_micros(moment)
     moment = moment.astimezone(UTC)
-    text = f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    text = f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}"  # %Y leaves years before 1000 unpadded
     if fraction or moment.microsecond:
         text += f".{moment.microsecond:06d}"
     return text + "Z"
