@@ -62,11 +62,15 @@ def retraction(**fields) -> dict:
             "published_at": "2024-01-05T00:00:00Z", "reason": "withdrawn"} | fields
 
 
+GROUPINGS = ("incident", "country", "admin1", "admin2", "source", "perpetrator", "day", "month", "year")
+
+
 def answers(book) -> dict:
-    return strip_recorded({
-        "killed": book.tally(), "by_admin1": book.tally(by="admin1"), "by_source": book.tally(by="source"),
-        "history": book.history(),
-    })
+    """Every grouping of the tally under every policy, the history and the diff over all time."""
+    found = {f"{by}/{policy}": book.tally(by=by, policy=policy)
+             for by in GROUPINGS for policy in ("conservative", "highest", "latest")}
+    return strip_recorded(found | {"history": book.history(),
+                                   "diff": book.diff("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z")["changes"]})
 
 
 @pytest.fixture
@@ -147,6 +151,8 @@ def reject(request, launched, book, db_path, control):
         mine, theirs = stored_events(db_path), stored_events(control.db)
         assert sorted(map(signature, mine)) == sorted(map(signature, theirs))
         assert event_count(db_path) == event_count(control.db) > run.before
+        assert answers(book) == answers(control)
+        book.rebuild()
         assert answers(book) == answers(control)
         return match.group(1)
 
@@ -409,3 +415,241 @@ def test_rejections_do_not_stop_the_rest(book):
     assert result.accepted == 2
     assert [r.line for r in result.rejected] == [2, 4, 6]
     assert book.tally(incident="i2")["rows"][0]["key"] == "i1"
+
+
+# -- issue 11: what no document may hold, each class a parametrised test ------------------------
+# Each case is ``case(document, expected message after "line 3: ")``: the document is marked
+# ``bad`` for the launched CLI runs, and ``reject()`` checks all of the module docstring's points.
+
+def case(document, expected: str, name: str):
+    return pytest.param(document, expected, marks=pytest.mark.bad(document), id=name)
+
+
+def incident(**fields) -> dict:
+    return {"kind": "incident", "incident_id": "i9", "occurred_from": "2024-01-01"} | fields
+
+
+def raw(text: str) -> str:  # a document written out by hand, for what json.dumps cannot write
+    return text
+
+
+@pytest.mark.parametrize("document, expected", [
+    case(raw('{"kind": "incident", "incident_id": "i9", "kind": "merge", "into": "i1"}'),
+         "kind: given twice in one object", "top"),
+    case(raw('{"kind": "report", "report_id": "bad-report", "published_at": "2024-01-03T00:00:00Z", "claims": ['
+             '{"incident_id": "i1", "source": "A", "measure": "killed", "low": 3},'
+             '{"incident_id": "i1", "source": "B", "measure": "killed", "low": 3, "low": 300}]}'),
+         "claim 2: low: given twice in one object", "claim"),
+    case(raw('{"kind": "incident", "incident_id": "i9", "extra": {"a": [1, {"b": 1, "b": 2}]}}'),
+         "extra: a: item 2: b: given twice in one object", "deep"),
+    case(raw('{"kind": "incident", "incident_id": "i9", "\\u006bind": "incident", "title": "x"}'),
+         "kind: given twice in one object", "escaped"),
+    case(raw('{"kind": "incident", "incident_id": "i9", "a\\u003ab": 1, "a:b": 2}'),
+         "a:b: given twice in one object", "escaped-colon"),
+])
+def test_key_given_twice(reject, document, expected):
+    assert reject() == expected
+
+
+@pytest.mark.parametrize("document, expected", [
+    case(report(claim(published_at="2024-01-03 10:00:00Z")), "claim 1: published_at: not an RFC 3339 timestamp", "space"),
+    case(report(claim(), published_at="2024-01-03T10:00Z"), "published_at: not an RFC 3339 timestamp", "no-seconds"),
+    case(retraction(published_at="2024-01-05T00:00:00+0200"), "published_at: not an RFC 3339 timestamp", "offset"),
+    case(retraction(published_at="20240105T000000Z"), "published_at: not an RFC 3339 timestamp", "basic"),
+    case(retraction(published_at="2024-W01-3T00:00:00Z"), "published_at: not an RFC 3339 timestamp", "week"),
+    case(retraction(published_at=" 2024-01-05"), "published_at: not an RFC 3339 timestamp", "padded"),
+    case(correction(published_at="2024-01-05T24:00:00Z"), "published_at: not a valid date, time or offset", "hour-24"),
+    case(correction(published_at="2024-01-05T10:00:00+24:00"), "published_at: not a valid date, time or offset",
+         "offset-24"),
+    case(correction(published_at="2023-12-31T23:59:60Z"), "published_at: leap seconds are not supported", "leap"),
+    case(incident(occurred_from="2024-01-01T00:00:00"), "occurred_from: needs a time zone", "naive"),
+    case(incident(occurred_to="2024-02-30"), "occurred_to: not a valid date", "day"),
+])
+def test_timestamp_not_rfc3339(reject, document, expected):
+    error = reject()
+    assert error.startswith(expected), error
+
+
+@pytest.mark.parametrize("document, expected", [
+    case(report(claim(published_at="0001-01-01T00:30:00+01:00")), "claim 1: published_at", "before-year-1"),
+    case(retraction(published_at="9999-12-31T23:30:00-01:00"), "published_at", "after-9999"),
+    case(incident(occurred_from="0001-01-01T00:00:00+00:01"), "occurred_from", "day-before-year-1"),
+])
+def test_timestamp_outside_years_1_to_9999(reject, document, expected):
+    error = reject()
+    assert error.startswith(f"{expected}: outside the years 0001-9999 once its offset is applied"), error
+
+
+def test_timestamps_at_the_edges_of_the_calendar_are_taken(book):
+    book.ingest([json.dumps(d) for d in SETUP])
+    result = book.ingest([json.dumps(report(claim(source="A", published_at="0001-01-01T00:00:00Z"),
+                                            claim(source="B", published_at="0001-01-01T01:00:00+01:00"),
+                                            claim(source="C", published_at="2024-01-03T10:00:00.123456789Z"),
+                                            published_at="0001-01-01")),
+                          json.dumps(incident(occurred_from="0001-01-01", occurred_to="9999-12-31T23:00:00-00:59"))])
+    assert (result.accepted, result.rejected) == (2, [])
+    published = {c["source"]: c["entries"][0]["published_at"] for c in book.history(incident="i1")["claims"]}
+    assert published["A"] == published["B"] == "0001-01-01T00:00:00Z"
+    assert published["C"] == "2024-01-03T10:00:00.123456Z"  # cut to the microsecond the store keeps
+    assert book.tally(known_at="0001-01-01T00:00:00Z")["rows"][0]["sources"] == ["A", "B"]
+    assert book.tally(by="year")["rows"][-1]["key"] == "2024"
+    assert book.tally(by="year", known_at="9999-12-31T23:59:59.999999Z")["total"] == book.tally(by="year")["total"]
+
+
+LATER = "2100-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("document, expected", [
+    case(report(claim(), published_at=LATER), "published_at", "report"),
+    case(report(claim(source="A"), claim(source="B", published_at=LATER)), "claim 2: published_at", "claim"),
+    case(retraction(published_at=LATER), "published_at", "retraction"),
+    case(correction(published_at=LATER), "published_at", "correction"),
+])
+def test_published_after_it_is_recorded(reject, document, expected):
+    error = reject()
+    assert error == (f"{expected}: 2100-01-01T00:00:00Z is later than the instant it is recorded "
+                     "(at most 5 minutes of clock skew are allowed)"), error
+
+
+def test_published_within_the_clock_skew_is_taken(book):
+    from datetime import UTC, datetime, timedelta
+
+    from tollbook.domain.time import format_instant
+
+    book.ingest([json.dumps(d) for d in SETUP])
+    soon, late = (format_instant(datetime.now(UTC) + timedelta(minutes=m)) for m in (4, 6))
+    result = book.ingest([json.dumps(report(claim(published_at=soon))),
+                          json.dumps(retraction(published_at=late))])
+    assert result.accepted == 1 and [r.line for r in result.rejected] == [2]
+    assert "later than the instant it is recorded" in result.rejected[0].error
+
+
+@pytest.mark.parametrize("document, expected", [
+    case(incident(country=5), "country: must be text, not int", "country"),
+    case(incident(admin1=["North"]), "admin1: must be text, not list", "admin1"),
+    case(incident(admin2={"name": "x"}), "admin2: must be text, not dict", "admin2"),
+    case(incident(place=1.5), "place: must be text, not float", "place"),
+    case(incident(perpetrator=True), "perpetrator: must be text, not bool", "perpetrator"),
+    case(incident(event_type=0), "event_type: must be text, not int", "event_type"),
+    case(report(claim(), incidents=[{"incident_id": "i9", "title": ["a"]}]), "incident 1: title: must be text, not list",
+         "title-in-report"),
+])
+def test_grouping_field_not_text(reject, document, expected):
+    assert reject() == expected
+
+
+def nested(depth: int) -> object:
+    """A value that makes a document ``depth`` deep when it is a field of an incident (depth 1)."""
+    value: object = "bottom"
+    for level in range(depth - 1):
+        value = [value] if level % 2 else {"v": value}
+    return value
+
+
+@pytest.mark.parametrize("document, expected", [
+    case(incident(extra=nested(33)), "extra: nested deeper than 32 levels", "incident"),
+    case(report(claim(), attributes={"a": nested(32)}), "attributes: nested deeper than 32 levels", "report"),
+    case(report(claim(low=nested(40))), "claim 1: nested deeper than 32 levels", "claim"),
+    case(raw('{"kind": "incident", "incident_id": "i9", "x": ' + "[" * 600 + "]" * 600 + "}"),
+         "x: nested deeper than 32 levels", "600"),
+])
+def test_nested_too_deep(reject, document, expected):
+    assert reject() == expected
+
+
+def test_nesting_up_to_the_limit_is_taken(book):
+    book.ingest([json.dumps(d) for d in SETUP])
+    result = book.ingest([json.dumps(incident(extra=nested(32)))])
+    assert (result.accepted, result.rejected) == (1, [])
+    assert book.rebuild() > 0 and book.tally(by="admin1")["rows"]
+
+
+@pytest.mark.parametrize("document, expected", [
+    case(report(claim(source="Health\x00Office")), "claim 1: source: must not hold a NUL character", "source"),
+    case(incident(title="a\x00"), "title: must not hold a NUL character", "title"),
+    case(incident(extra={"k\x00": 1}), "extra: k\\x00: must not hold a NUL character", "key"),
+    case(retraction(reason="with\x00drawn"), "reason: must not hold a NUL character", "reason"),
+])
+def test_nul_character(reject, document, expected):
+    assert reject() == expected
+
+
+def test_escaped_backslash_u0000_is_text_not_nul(book):
+    book.ingest([json.dumps(d) for d in SETUP])
+    result = book.ingest([json.dumps(incident(title="C:\\u0000 drive"))])
+    assert (result.accepted, result.rejected) == (1, [])
+
+
+LONG = "x" * 1001
+
+
+@pytest.mark.parametrize("document, expected", [
+    case(report(claim(incident_id=LONG)), "claim 1: incident_id: must be at most 1000 characters, not 1001", "claim-incident"),
+    case(report(claim(source=LONG)), "claim 1: source: must be at most 1000 characters, not 1001", "source"),
+    case(report(claim(measure=LONG)), "claim 1: measure: must be at most 1000 characters, not 1001", "measure"),
+    case(report(claim(group=LONG)), "claim 1: group: must be at most 1000 characters, not 1001", "group"),
+    case(report(claim(), report_id=LONG), "report_id: must be at most 1000 characters, not 1001", "report_id"),
+    case(incident(incident_id=LONG), "incident_id: must be at most 1000 characters, not 1001", "incident"),
+    case({"kind": "merge", "incident_id": "i3", "into": LONG}, "into: must be at most 1000 characters, not 1001", "into"),
+    case(retraction(source=LONG), "source: must be at most 1000 characters, not 1001", "retraction"),
+    case(incident(incident_id="\U00020000" * 601), "incident_id: takes 2404 bytes in UTF-8, more than the 2400 a "
+         "store can index", "incident-bytes"),
+    case(report(claim(incident_id="i1", source="\u4e00" * 1000)), "claim 1: source: the claim's incident_id, source, "
+         "measure and group take 3011 bytes in UTF-8, more than the 2400 a store can index together", "key-bytes"),
+])
+def test_name_too_long(reject, document, expected):
+    assert reject() == expected
+
+
+def test_names_at_the_limits_are_taken(book):
+    """1,000 characters each, and a claim key of 2,400 bytes of characters that do not
+    compress: PostgreSQL indexes them (this runs on both stores)."""
+    book.ingest([json.dumps(d) for d in SETUP])
+    wide = "".join(chr(0x20000 + (i * 7919) % 40000) for i in range(597))  # 2,388 bytes
+    result = book.ingest([json.dumps(report(
+        claim(incident_id="n" * 1000, source="s" * 1000, measure="m" * 200, group="g" * 200),
+        claim(incident_id=wide, source="S", measure="k", group="a"),
+        report_id="r" * 1000, incidents=[{"incident_id": "n" * 1000, "admin1": "A" * 5000}, {"incident_id": wide}]))])
+    assert (result.accepted, result.rejected) == (1, [])
+    assert book.ingest([json.dumps({"kind": "merge", "incident_id": wide, "into": "n" * 1000})]).accepted == 1
+    assert book.tally(measure="m" * 200, group="g" * 200, by="admin1")["rows"][0]["key"] == "A" * 5000
+    assert len(book.history(incident="n" * 1000)["claims"]) == 2
+    book.rebuild()
+    assert book.tally(measure="k", group="a", incident=wide)["rows"][0]["key"] == "n" * 1000
+
+
+@pytest.mark.parametrize("document, expected", [
+    case({k: v for k, v in report(claim()).items() if k != "claims"} | {"claim": [claim()]},
+         "claim: unknown field (a report keeps fields of its own under attributes)", "report"),
+    case(report(claim(), recorded_by="mallory"),
+         "recorded_by: unknown field (a report keeps fields of its own under attributes)", "recorded_by"),
+    case(correction(colour="red"), "colour: unknown field", "correction"),
+    case(retraction(note="x"), "note: unknown field", "retraction"),
+    case({"kind": "merge", "incident_id": "i3", "into": "i1", "why": "same"}, "why: unknown field", "merge"),
+])
+def test_unknown_top_level_field(reject, document, expected):
+    assert reject() == expected
+
+
+def test_report_attributes_and_incident_fields_are_kept(book, db_path):
+    book.ingest([json.dumps(d) for d in SETUP])
+    result = book.ingest([json.dumps(report(claim(), attributes={"desk": "north", "pages": [1, 2]})),
+                          json.dumps(incident(colour="red"))])
+    assert (result.accepted, result.rejected) == (2, [])
+    received = [e["state"] for e in stored_events(db_path) if e["topic"].endswith("DocumentReceived")]
+    assert {"desk": "north", "pages": [1, 2]} in [r["attributes"].get("attributes") for r in received]
+    defined = [e["state"] for e in stored_events(db_path) if e["topic"].endswith("IncidentDefined")]
+    assert defined[-1]["fields"]["colour"] == "red"
+
+
+@pytest.mark.parametrize("document, expected", [
+    case('{"kind": "report", "report_id": "x", ', "malformed JSON: unexpected end of data", "end"),
+    case('{"kind": "report" "report_id": "x"}', "malformed JSON: unexpected character, expected ',' or '}' "
+         "(at character 19)", "comma"),
+    case('{"kind": "incident", "incident_id": "i9", "n": 1e999}', "malformed JSON: number is infinity when parsed as "
+         "double (at character 48)", "infinity"),
+])
+def test_malformed_json_names_only_the_documents_line(reject, document, expected):
+    error = reject()
+    assert error == expected
+    assert "line 1" not in error

@@ -13,11 +13,11 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tollbook.domain.tally import POLICIES
-from tollbook.domain.time import check_moment, parse_instant, to_micros
+from tollbook.domain.time import CLOCK_SKEW, check_moment, format_instant, parse_instant, to_micros
 from tollbook.projections import queries
 from tollbook.projections.projector import Projector
 from tollbook.store.eventstore import EventStore, open_store
@@ -49,13 +49,18 @@ def instant(value: str | datetime | int | None, option: str = "time") -> int | N
 
 
 def _as_text(value: str | datetime | None) -> str | None:
-    """An importer's instant option as text (a datetime must carry its zone)."""
-    if isinstance(value, datetime):
-        try:
-            return check_moment(value).isoformat()
-        except ValueError as error:
-            raise ValueError(f"--published-at: {error}") from None
-    return value
+    """An importer's instant option, checked as the documents' are (a datetime must carry its
+    zone; not later than now, give or take the clock skew), as text."""
+    if value is None:
+        return None
+    try:
+        moment = check_moment(value) if isinstance(value, datetime) else parse_instant(value)
+    except ValueError as error:
+        raise ValueError(f"--published-at: {error}") from None
+    if moment > datetime.now(UTC) + CLOCK_SKEW:
+        raise ValueError(f"--published-at: {format_instant(moment)} is later than now (a release cannot be known "
+                         "before it is published)")
+    return moment.isoformat()
 
 
 class Tollbook:
