@@ -433,7 +433,7 @@ def test_status_and_project_on_the_command_line(run, db_path, tmp_path):
     head = status["head"]
     assert head["position"] > 0 and head["recorded_at"].endswith("Z")
     assert [(p["name"], p["position"], p["lag"]) for p in status["projections"]] == [
-        ("claims.v4", 0, head["position"]), ("incidents.v1", 0, head["position"])]
+        ("claims.v4", 0, head["position"]), ("incidents.v2", 0, head["position"])]
     code, out, err = run("project")
     assert code == 0 and out == f"projected {head['position']} events; every projection is at position {head['position']}\n"
     assert f"position {head['position']} of {head['position']}" in err
