@@ -47,11 +47,9 @@ def read_log(db: str, upto: int) -> Iterator[tuple[int, str, dict]]:
     """(position, topic, event) for every stored event recorded at or before ``upto``."""
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        for position, topic, originator_id, version, state in connection.execute(
-                "SELECT rowid, topic, originator_id, originator_version, state FROM stored_events ORDER BY rowid"):
+        for position, topic, state in connection.execute(
+                "SELECT rowid, topic, state FROM stored_events ORDER BY rowid"):
             event = orjson.loads(state)
-            # The originator from its columns (newer events keep it only there); only its identity matters here.
-            event["originator_id"], event["originator_version"] = originator_id, version
             if event["timestamp"] > upto:  # recorded_at increases along the log
                 return
             yield position, topic, event

@@ -18,7 +18,7 @@ from tollbook.domain.tally import Candidate, counting_spans, current
 from tollbook.domain.time import format_instant, normalize_day, to_micros
 from tollbook.projections import schema
 from tollbook.projections.timeline import Timeline
-from tollbook.store.eventstore import CONFLICTS, EventStore, decode_state
+from tollbook.store.eventstore import CONFLICTS, EventStore
 
 Event = dict[str, Any]
 
@@ -397,8 +397,8 @@ class Projector:
                 read += len(notifications)
                 last = notifications[-1][0]
                 # Only the events some projection reads are decoded (not the document receipts).
-                decoded = [(position, topic, decode_state(originator, version, state))
-                           for position, topic, originator, version, state in notifications if topic in self.topics]
+                decoded = [(position, topic, orjson.loads(state)) for position, topic, state in notifications
+                           if topic in self.topics]
                 for projection in self.projections:
                     position = positions[projection.name]
                     if position < last:

@@ -57,28 +57,7 @@ class OrjsonTranscoder(Transcoder):
         return orjson.loads(data)
 
 
-# What the JSON state leaves out: an event's own timestamp is a placeholder (the store stamps
-# it); its originator id and version are the row's own columns (79 bytes an event). Events
-# stored before this kept both in the state too; decoding reads either.
-_LEFT_OUT = {"timestamp", "originator_id", "originator_version"}
-# Events whose unset-or-None members all default to None: a None is left out (decoding gives it
-# back). Not corrections (a correction says which fields it fixes by the ones it names), nor
-# events holding free-form dicts (a None inside one is a value).
-_NONE_LEFT_OUT = (ClaimReported, ClaimRetracted)
-
-
-def decode_state(originator_id: Any, originator_version: int, state: bytes) -> dict[str, Any]:
-    """A stored event's members as the rest of the code reads them (the originator id as text
-    with dashes), whichever way it was stored."""
-    event = orjson.loads(state)
-    if "originator_id" not in event:
-        if isinstance(originator_id, str) and len(originator_id) == 32:  # SQLite's hex
-            h = originator_id
-            event["originator_id"] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        else:
-            event["originator_id"] = str(originator_id)
-        event["originator_version"] = originator_version
-    return event
+_CLOCK = {"timestamp"}  # an event's own timestamp is a placeholder; the store stamps it
 
 
 class PydanticMapper(Mapper):
@@ -91,15 +70,14 @@ class PydanticMapper(Mapper):
         """The event as the store keeps it: originator id and version, topic, JSON state."""
         # pydantic writes the JSON itself (a dict in between was most of the cost of saving);
         # the store's clock goes in as the last member, in microseconds.
-        state = event.__pydantic_serializer__.to_json(event, exclude_unset=True, exclude=_LEFT_OUT,
-                                                      exclude_none=isinstance(event, _NONE_LEFT_OUT))
+        state = event.__pydantic_serializer__.to_json(event, exclude_unset=True, exclude=_CLOCK)
         if recorded_at is not None:
             state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
         return (event.originator_id, event.originator_version,  # type: ignore[attr-defined]
                 STORED_TOPICS[type(event)], state)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        state = decode_state(stored_event.originator_id, stored_event.originator_version, stored_event.state)
+        state = self.transcoder.decode(stored_event.state)
         state["timestamp"] = from_micros(state["timestamp"])
         return resolve_topic(stored_event.topic)(**state)
 
@@ -448,12 +426,10 @@ class EventStore:
         [last] = self.recorder.select_notifications(position, 1)
         return position, orjson.loads(last.state).get("timestamp")
 
-    def read_log(self, cursor: Any, after: int, limit: int) -> list[tuple[int, str, Any, int, bytes]]:
+    def read_log(self, cursor: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
         """The log's next ``limit`` events after ``after``, in order: (notification id, topic,
-        originator id, originator version, state; see :func:`decode_state`), read in the
-        caller's transaction (so after any lock it holds)."""
-        cursor.execute(f"SELECT {self.notification_id}, topic, originator_id, originator_version, state"
-                       f" FROM {self.events_table}"
+        state), read in the caller's transaction (so after any lock it holds)."""
+        cursor.execute(f"SELECT {self.notification_id}, topic, state FROM {self.events_table}"
                        f" WHERE {self.notification_id} > ? ORDER BY {self.notification_id} LIMIT ?", (after, limit))
         return cursor.fetchall()
 
