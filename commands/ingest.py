@@ -355,3 +355,6 @@ class Ingestor:
         self.decider.prefetch(parsed)
         for decided in parsed:
             self.writer.add(self.decider.decide(decided), result)
+        # The ids derived for this run are reused within it (prefetch, then deciding); kept
+        # longer, they made an import's memory grow with the file up to the caches' size.
+        ids.forget()

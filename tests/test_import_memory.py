@@ -4,7 +4,8 @@ a GED release runs in the same peak RSS at 10,000 rows as at 40,000.
 One store holds the 40,000 rows (a GED file expanded from the real extract, as bench/bench_import.py
 does); the first 10,000 rows and then all 40,000 are imported again, unchanged, each in its own
 process so that its peak RSS is its own. A batch that ended only at a number of events held every
-unchanged document of the file (1.28 GB at 300,000 rows)."""
+unchanged document of the file (1.28 GB at 300,000 rows), and the ids derived for the rows were
+kept up to the caches' size."""
 
 from __future__ import annotations
 
@@ -46,4 +47,7 @@ def test_unchanged_reimport_peak_memory_does_not_grow_with_the_file(tmp_path):
     at_10k, at_40k = reimport(db, small), reimport(db, large)
     assert (at_10k["rows"], at_10k["unchanged"]) == (10_000, 10_000)
     assert (at_40k["rows"], at_40k["unchanged"]) == (40_000, 40_000)
-    assert at_40k["peak_mb"] <= at_10k["peak_mb"] * 1.15, (at_10k, at_40k)
+    # Issue 14 allows 15%; 5% is asked because a re-import's peak holds some 250 MB that do not
+    # depend on the file (interpreter, store, SQLite's cache), under which main's growth (308 ->
+    # 339 MB here, one document kept per row) stayed within 15%. Bounded, the two are equal.
+    assert at_40k["peak_mb"] <= at_10k["peak_mb"] * 1.05, (at_10k, at_40k)
