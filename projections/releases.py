@@ -11,8 +11,8 @@ from tollbook.domain.time import format_instant, format_recorded, to_micros
 from tollbook.projections.projector import Event, Projection
 
 RELEASE_RECORDED = "domain.release:ReleaseRecorded"
-COLUMNS = ("position", "name", "importer", "file", "sha256", "encoding", "complete", *COUNTS, "published_at", "recorded_at",
-           "recorded_by")
+COLUMNS = ("position", "name", "importer", "file", "sha256", "encoding", "complete", *COUNTS, "published_at",
+           "recorded_at", "recorded_by")
 TABLES = {
     "tb_releases": """
         CREATE TABLE IF NOT EXISTS tb_releases (

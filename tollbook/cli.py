@@ -223,8 +223,10 @@ def import_group() -> None:
     """Import dataset releases: UCDP GED, ACLED exports and ACLED's deleted events.
 
     Each row becomes a report document stored like any other: importing the same file again
-    stores nothing; a later release adds versions only for figures that changed. A bad row is
-    reported with its line and column and the rest are still imported (exit 1).
+    stores nothing (and says so, without reading its rows); a later release adds versions only
+    for figures that changed. A bad row is reported with its line and column and the rest are
+    still imported (exit 1). Every completed import is recorded as a release, with the file's
+    SHA-256 and its row counts: see tollbook releases.
     """
 
 
@@ -325,7 +327,7 @@ def import_acled(ctx: click.Context, file: str, fmt: str, encoding: str, complet
 @click.pass_context
 def import_acled_deletions(ctx: click.Context, file: str, fmt: str, encoding: str) -> None:
     """Retract the ACLED claims of the events in ACLED's deleted-events list
-    (columns event_id_cnty, deleted_timestamp in Unix seconds)."""
+    (columns event_id_cnty, deleted_timestamp: Unix seconds, a date or an RFC 3339 instant)."""
     _import(ctx, file, fmt, lambda book, progress: book.import_acled_deletions(
         file, encoding=encoding, progress=progress))
 

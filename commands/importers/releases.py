@@ -4,9 +4,10 @@ records which exact file it read (its SHA-256) and what it did with it, as one
 
 An import of a file whose receipt is already stored (the same importer, the same release name
 or, for ACLED, file name, the same bytes read in the same encoding, and ``--complete`` unless
-it was) stores nothing and says so. For a file on disk this is found before any row is read: the file is hashed (a few
-hundred MB/s) and one aggregate is looked up. Standard input cannot be read twice: its rows are
-imported (all unchanged, so nothing is stored) and its hash is known at the end.
+it was) stores nothing and says so. For a file on disk this is found before any row is read:
+the file is hashed (as fast as ``sha256sum``) and one aggregate is looked up. Standard input
+cannot be read twice: its rows are imported (all unchanged, so nothing is stored) and its hash
+is known at the end.
 
 The receipt is recorded only once the import has completed: after its last row (and, with
 ``--complete``, its last retraction) is on disk, in a transaction of its own. An import stopped
@@ -47,7 +48,8 @@ def as_json(event: receipts.ReleaseRecorded) -> dict[str, Any]:
     """A receipt as ``tollbook releases --format json`` shows it."""
     return {
         "name": event.name, "importer": event.importer, "file": event.file, "sha256": event.sha256,
-        "encoding": event.encoding, "complete": event.complete, **{count: getattr(event, count) for count in receipts.COUNTS},
+        "encoding": event.encoding, "complete": event.complete,
+        **{count: getattr(event, count) for count in receipts.COUNTS},
         "published_at": format_instant(event.published_at), "recorded_at": format_recorded(event.recorded_at),
         "recorded_by": event.recorded_by,
     }
