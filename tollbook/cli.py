@@ -672,7 +672,7 @@ def serve(ctx: click.Context, host: str, port: int, public: bool, poll: float) -
     try:
         server.serve(book, host=host, port=port, public=public, poll=poll)
     except OSError as error:
-        raise UserError(f"--port: cannot listen on {host}:{port}: {error.strerror or error}") from None
+        raise UserError(f"--host/--port: cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 # -- end of token and serve -------------------------------------------------------------------
