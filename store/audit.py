@@ -17,7 +17,7 @@ from uuid import UUID
 import orjson
 
 from tollbook.domain.tally import Candidate, current
-from tollbook.domain.time import format_instant, to_micros
+from tollbook.domain.time import format_instant, format_recorded, to_micros
 from tollbook.store import merkle
 from tollbook.store.leaf import Undecodable, hash_of, leaf, logged, printed
 from tollbook.store.log import TILE, StoreDamaged, TreeReader
@@ -109,7 +109,7 @@ def last_checkpoint(store: EventStore) -> dict[str, Any] | None:
         return None
     number, size, root, note, recorded_at, recorded_by = row
     return {"number": number, "origin": note.split("\n", 1)[0], "size": size, "root": b64(bytes(root)),
-            "key": note.rsplit("\n\u2014 ", 1)[-1].split(" ", 1)[0], "recorded_at": format_instant(recorded_at),
+            "key": note.rsplit("\n\u2014 ", 1)[-1].split(" ", 1)[0], "recorded_at": format_recorded(recorded_at),
             "recorded_by": recorded_by, "note": note}
 
 

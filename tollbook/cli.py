@@ -447,11 +447,11 @@ def _failed(message: str, command: str) -> None:
 def log_command(ctx: click.Context, after: int, limit: int | None, fmt: str) -> None:
     """Every stored event in log order, one JSON object a line: its position, its leaf hash in
     the log's Merkle tree and the event (the README says how to recompute the leaf)."""
-    import orjson
+    from tollbook.render import jsonl_line
 
     out = sys.stdout.buffer
     for line in _open(ctx).log(after, limit):
-        out.write(orjson.dumps(line) + b"\n")
+        out.write(jsonl_line(line))  # as /api/log streams it
     out.flush()
 
 
