@@ -617,8 +617,8 @@ from tollbook.store.eventstore import EventStore
 
 insert, flag = EventStore._insert, Path(sys.argv[2])
 
-def holding(self, cursor, rows, last):  # the real insert, then the transaction held open
-    insert(self, cursor, rows, last)
+def holding(self, cursor, batch):  # the real insert, then the transaction held open
+    insert(self, cursor, batch)
     Path(str(flag) + ".holding").touch()
     while not flag.exists():
         time.sleep(0.01)
