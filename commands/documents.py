@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError,
                       model_validator)
 
 from tollbook.domain.events import Count, Qualifier, check_range
@@ -40,24 +40,25 @@ def _bytes(*names: str) -> int:
     return sum(len(name) for name in names) if all(name.isascii() for name in names) else len("".join(names).encode())
 
 
-def _fits(incident_id: str) -> str:
-    if len(incident_id) * 4 > MAX_KEY_BYTES and _bytes(incident_id) > MAX_KEY_BYTES:
-        raise ValueError(f"takes {_bytes(incident_id)} bytes in UTF-8, more than the {MAX_KEY_BYTES} a store can index")
-    return incident_id
-
-
-IncidentId = Annotated[Name, AfterValidator(_fits)]
+def check_incident_id(incident_id: str, field: str = "incident_id") -> None:
+    """An incident id fits in an index row of the read models (see MAX_KEY_BYTES). Called by
+    the models' own validators (not a validator more for each field: a document holds many ids)."""
+    if len(incident_id) > MAX_KEY_BYTES // 4 and _bytes(incident_id) > MAX_KEY_BYTES:
+        raise ValueError(f"{field}: takes {_bytes(incident_id)} bytes in UTF-8, more than the {MAX_KEY_BYTES} "
+                         "a store can index")
 
 
 def check_key(incident_id: str, source: str, measure: str, group: str) -> None:
     """A claim's key fits in one index row of the read models (see MAX_KEY_BYTES)."""
-    if len(incident_id) + len(source) + len(measure) + len(group) > MAX_KEY_BYTES // 4:
-        taken = _bytes(incident_id, source, measure, group)
-        if taken > MAX_KEY_BYTES:
-            longest = max(("incident_id", incident_id), ("source", source), ("measure", measure), ("group", group),
-                          key=lambda named: _bytes(named[1]))[0]
-            raise ValueError(f"{longest}: the claim's incident_id, source, measure and group take {taken} bytes in "
-                             f"UTF-8, more than the {MAX_KEY_BYTES} a store can index together")
+    if len(incident_id) + len(source) + len(measure) + len(group) <= MAX_KEY_BYTES // 4:
+        return  # the usual case: even in 4-byte characters it fits
+    check_incident_id(incident_id)
+    taken = _bytes(incident_id, source, measure, group)
+    if taken > MAX_KEY_BYTES:
+        longest = max(("incident_id", incident_id), ("source", source), ("measure", measure), ("group", group),
+                      key=lambda named: _bytes(named[1]))[0]
+        raise ValueError(f"{longest}: the claim's incident_id, source, measure and group take {taken} bytes in "
+                         f"UTF-8, more than the {MAX_KEY_BYTES} a store can index together")
 
 
 class Document(BaseModel):
@@ -69,10 +70,11 @@ class IncidentFields(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    incident_id: IncidentId
+    incident_id: Name
 
     @model_validator(mode="after")
     def _fields(self) -> IncidentFields:
+        check_incident_id(self.incident_id)
         check_fields(self.fields)
         return self
 
@@ -83,7 +85,7 @@ class IncidentFields(BaseModel):
 
 
 class ClaimFigure(Document):
-    incident_id: IncidentId
+    incident_id: Name
     source: Name
     measure: Token
     group: Token = "all"
@@ -136,7 +138,7 @@ class Incident(IncidentFields):
 
 
 class ClaimKey(Document):
-    incident_id: IncidentId
+    incident_id: Name
     source: Name
     measure: Token
     group: Token = "all"
@@ -180,9 +182,15 @@ class Retraction(ClaimKey):
 
 class Merge(Document):
     kind: Literal["merge"]
-    incident_id: IncidentId
-    into: IncidentId
+    incident_id: Name
+    into: Name
     reason: str | None = None
+
+    @model_validator(mode="after")
+    def _ids(self) -> Merge:
+        check_incident_id(self.incident_id)
+        check_incident_id(self.into, "into")
+        return self
 
 
 KINDS: dict[str, type[BaseModel]] = {

@@ -33,8 +33,11 @@ def test_a_store_written_before_the_move_still_loads_and_answers(tmp_path):
     shutil.copy(LEGACY / "store.db", db)
     with Tollbook(str(db), editor="tester") as book:
         assert book.rebuild() > 0
-        assert book.tally(by="admin1") == json.loads((LEGACY / "tally-admin1.json").read_text())
-        assert book.tally(by="incident") == json.loads((LEGACY / "tally-incident.json").read_text())
+        # As the old code answered, but for the five spellings of White Helmets, which are one
+        # source now (its Idlib incidents: tests/test_hard_input.py checks those).
+        for by, moved in (("admin1", "Idlib"), ("incident", "sy-legacy-sources")):
+            answer, expected = book.tally(by=by), json.loads((LEGACY / f"tally-{by}.json").read_text())
+            assert [r for r in answer["rows"] if r["key"] != moved] == [r for r in expected["rows"] if r["key"] != moved]
         # Its stored topics (domain.claim:ClaimReported, …) resolve to today's classes, so the
         # write side can load the aggregates it decides on: a revision of a stored claim.
         result = book.ingest([json.dumps({
