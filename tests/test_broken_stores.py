@@ -36,6 +36,8 @@ COMMANDS = [
     ("import", "acled-deletions", str(Path(__file__).parent / "data" / "acled-deletions.csv")),
     ("project",),
     ("status",),
+    ("log",),
+    ("verify",),
 ]
 IS_ROOT = os.geteuid() == 0
 
