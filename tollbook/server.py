@@ -501,9 +501,9 @@ def create_app(server: Server) -> FastAPI:
 
     @app.exception_handler(Exception)
     def failed(request: Request, error: Exception) -> Response:
-        from eventsourcing.persistence import PersistenceError
+        from tollbook.store.eventstore import unusable
 
-        if isinstance(error, (PersistenceError, OSError)):
+        if isinstance(error, OSError) or unusable(error) is not None:
             log.error("the store failed: %s", " ".join(str(error).split()))
             return refused(request, Refused(503, "the store cannot be reached now; try again"))
         log.exception("unexpected failure answering %s %s", request.method, request.url.path)
