@@ -203,7 +203,12 @@ class EventStore:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"no such folder: {folder}")
-        _check_sqlite_file(path)
+        # Checked by reading the file itself only while this process has it open nowhere else:
+        # closing any descriptor of the file drops every POSIX lock the process holds on it, and
+        # another process would then take itself for the last reader and delete the WAL.
+        key = os.path.realpath(path)
+        if not _OPEN_SQLITE.get(key):
+            _check_sqlite_file(path)
         with _failing_as_unusable():
             self.recorder = library.open_sqlite(path, lock_timeout=30)
             try:
@@ -211,6 +216,8 @@ class EventStore:
             except BaseException:
                 library.close(self.recorder)
                 raise
+        _OPEN_SQLITE[key] = _OPEN_SQLITE.get(key, 0) + 1
+        self._sqlite_key: str | None = key
 
     def _prepare_sqlite(self) -> None:
         """Makes a new store's tables, once: a store already made is only read (no write lock)."""
@@ -242,6 +249,10 @@ class EventStore:
         if self._writer is not None:
             self._writer.shutdown()  # after the batch being written behind, if any
         library.close(self.recorder)
+        key = getattr(self, "_sqlite_key", None)
+        if key is not None:
+            _OPEN_SQLITE[key] -= 1
+            self._sqlite_key = None
 
     # -- reading aggregates -------------------------------------------------------------
 
@@ -491,6 +502,9 @@ def _tables(cursor: Any) -> set[str]:
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+_OPEN_SQLITE: dict[str, int] = {}  # the SQLite files this process has stores open on, and how many
 
 
 def _check_sqlite_file(path: str) -> None:
