@@ -207,12 +207,13 @@ def test_a_full_disk_mid_ingest_is_one_line_exit_1_and_nothing_half_stored(tmp_p
     lines.write_text(documents(4000))  # about 3.6 MB: more than the disk holds
     with tmpfs(tmp_path / "mnt", "2m") as mount:
         runner = Runner(str(mount / "s.db"), tmp_path)
-        code, out, err = runner("ingest", lines, "--batch-size", "1500")
+        code, out, err = runner("ingest", lines, "--batch-size", "1500", "--format", "json")
         line = one_line(code, err, expected_code=1)
         assert "the disk is full" in line and "stopped after line" in line
-        accepted = int(out.split()[1].rstrip(","))
+        summary = json.loads(out)
+        accepted = summary["accepted"]
         through = int(line.split("stopped after line ")[1].split(":")[0])
-        assert 0 < accepted == through < 4000
+        assert 0 < accepted == through == summary["stopped_after_line"] < 4000
         # Each document whole: its receipt, incident and claim, or nothing of it.
         with sqlite3.connect(mount / "s.db") as connection:
             topics = dict(connection.execute("SELECT topic, count(*) FROM stored_events GROUP BY topic"))

@@ -128,7 +128,8 @@ def ingest(ctx: click.Context, file: Any, fmt: str, batch_size: int) -> None:
     for rejection in result.rejected:
         click.echo(str(rejection), err=True)
     if fmt == "json":
-        _echo_json(result.as_json())
+        # A full disk: the summary says how far it got, as the line on stderr does.
+        _echo_json(result.as_json() | ({"stopped_after_line": result.stored_through} if stopped else {}))
     else:
         click.echo(f"accepted {result.accepted}, unchanged {result.unchanged}, rejected {len(result.rejected)}")
     if stopped is not None:
