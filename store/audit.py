@@ -19,7 +19,7 @@ import orjson
 from tollbook.domain.tally import Candidate, current
 from tollbook.domain.time import format_instant, format_recorded, to_micros
 from tollbook.store import merkle
-from tollbook.store.leaf import Undecodable, hash_of, leaf, logged, printed
+from tollbook.store.leaf import Undecodable, hash_of, leaf, logged, printed, skipped, skipped_hash
 from tollbook.store.log import TILE, StoreDamaged, TreeReader
 from tollbook.store.note import Checkpoint, NoteError, Signer, Verifier, open_note
 
@@ -62,14 +62,30 @@ def log_lines(store: EventStore, after: int = 0, limit: int | None = None) -> It
             if not rows:
                 return
             for at, aggregate_id, version, topic, state, found in rows:
+                for line in _skipped(cursor, after + 1, at):
+                    if left is not None and left <= 0:
+                        return
+                    yield line
+                    left = None if left is None else left - 1
+                if left is not None and left <= 0:
+                    return
                 stored = bytes(found) if found is not None else b""
                 try:
                     yield printed(at, stored, logged(aggregate_id, version, topic, bytes(state)))
                 except Undecodable as error:
                     yield {"position": at, "leaf_hash": b64(stored), "event": None, "undecodable": str(error)}
-            after = rows[-1][0]
-            if left is not None:
-                left -= len(rows)
+                after = at
+                left = None if left is None else left - 1
+
+
+def _skipped(cursor: Any, first: int, end: int) -> list[dict[str, Any]]:
+    """The lines of the positions first..end-1, which hold no event: those the log skipped
+    before it had a tree (their leaves say so); an event removed since prints nothing here."""
+    if first >= end:
+        return []
+    cursor.execute("SELECT position, leaf_hash FROM tollbook_leaves WHERE position >= ? AND position < ?"
+                   " ORDER BY position", (first, end))
+    return [printed(at, bytes(found), skipped(at)) for at, found in cursor.fetchall() if bytes(found) == skipped_hash(at)]
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -147,6 +163,12 @@ def verify(store: EventStore, checkpoints: list[tuple[str, Checkpoint]]) -> tupl
             checked[0] += 1
 
         tree = merkle.CompactRange(keep=TILE, on_node=on_node)
+
+        def add(made: bytes) -> None:
+            tree.append(made)
+            if tree.size in wanted:
+                roots[tree.size] = tree.root()
+
         expected, after = 1, 0
         while True:
             cursor.execute(f"SELECT e.{column}, e.originator_id, e.originator_version, e.topic, e.state, l.leaf_hash"
@@ -156,6 +178,11 @@ def verify(store: EventStore, checkpoints: list[tuple[str, Checkpoint]]) -> tupl
             if not rows:
                 break
             for at, aggregate_id, version, topic, state, found in rows:
+                for line in _skipped(cursor, expected, at) if at != expected else ():
+                    if line["position"] != expected:
+                        break
+                    add(skipped_hash(expected))
+                    expected += 1
                 if at != expected:
                     raise Failed(f"position {expected}: the event there was removed (the log goes on at {at})")
                 if found is None:
@@ -167,10 +194,8 @@ def verify(store: EventStore, checkpoints: list[tuple[str, Checkpoint]]) -> tupl
                 if made != bytes(found):
                     raise Failed(f"position {at}: the stored event was changed or moved (its leaf hash is not"
                                  " the tree's)")
-                tree.append(made)
+                add(made)
                 expected += 1
-                if tree.size in wanted:
-                    roots[tree.size] = tree.root()
             after = rows[-1][0]
         if size > tree.size:
             raise Failed(f"position {tree.size + 1}: the event there was removed (the tree has {size} leaves,"

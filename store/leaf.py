@@ -43,6 +43,7 @@ INSTANT_FIELDS = {"ClaimReported": ("published_at",), "ClaimRetracted": ("publis
                   "ReleaseRecorded": ("published_at",)}
 WITHOUT_FLOATS = frozenset({"ClaimReported", "ClaimRetracted", "ClaimCorrected", "IncidentMerged", "IncidentAbsorbed",
                             "ReleaseRecorded"})
+SKIPPED = "PositionSkipped"  # not an event type: see skipped()
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")
 _ZERO = timedelta(0)
 
@@ -146,6 +147,17 @@ def leaf(event: dict[str, Any]) -> bytes:
             pass
     # default=str: a new event's aggregate id is still a UUID (orjson writes it as str() does)
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def skipped(position: int) -> dict[str, Any]:
+    """What the log prints at a position that a store written before the tree skipped (on
+    PostgreSQL an insert rolled back took a number of its sequence): its leaf stands in for the
+    event that never was, so that position N stays leaf N-1."""
+    return {"type": SKIPPED, "fields": {"position": position}}
+
+
+def skipped_hash(position: int) -> bytes:
+    return leaf_hash(leaf(skipped(position)))
 
 
 def hash_of(aggregate_id: Any, version: int, topic: str, state: bytes) -> bytes:

@@ -14,7 +14,9 @@ Tables (on both databases, beside the events):
 - ``tollbook_checkpoints``: each checkpoint the store signed;
 - ``tollbook_identity``: the store's id (a checkpoint's default origin).
 Triggers refuse UPDATE and DELETE (and on PostgreSQL TRUNCATE) of those and of the events.
-A store made before the tree gets all of it, its tree built from its log, on first open.
+A store made before the tree gets all of it, its tree built from its log, on first open; a
+position its log skipped (PostgreSQL's sequence skips one where an insert was rolled back) gets
+the leaf of :func:`tollbook.store.leaf.skipped`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from tollbook.store import eventsourcing_adapter as library
 from tollbook.store import merkle
 from tollbook.store.eventstore import STORED_TOPICS, to_micros_now
-from tollbook.store.leaf import hash_of, recorded_text, stored
+from tollbook.store.leaf import hash_of, recorded_text, skipped_hash, stored
 
 if TYPE_CHECKING:
     from tollbook.domain.events import DomainEvent
@@ -179,8 +181,10 @@ class Log:
         for chunk in self.events(cursor, 0):
             leaves = []
             for position, aggregate_id, version, topic, state in chunk:
-                if position != tree.size + 1:
-                    raise StoreDamaged(f"the log has no event at position {tree.size + 1}: its tree cannot be built")
+                while position > tree.size + 1:  # a position this log skipped
+                    gap = skipped_hash(tree.size + 1)
+                    leaves.append((tree.size + 1, gap))
+                    tree.append(gap)
                 found = hash_of(aggregate_id, version, topic, bytes(state))
                 tree.append(found)
                 leaves.append((position, found))

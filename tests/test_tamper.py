@@ -177,6 +177,31 @@ def test_an_old_store_gets_its_tree_on_first_open(tmp_path, run):
         sql(str(db), "DELETE FROM stored_events WHERE rowid = 1")
 
 
+def test_a_position_an_old_log_skipped_gets_a_leaf_of_its_own(db_path, run, tmp_path):
+    """Before the tree, PostgreSQL's sequence skipped the number of every insert rolled back:
+    such a store is made here by taking the tree away and the event at position 5 out."""
+    assert run("--editor", "tester", "ingest", SEED)[0] == 0
+    events = event_count(db_path)
+    drop_guards(db_path)
+    for table in ("tollbook_leaves", "tollbook_nodes", "tollbook_checkpoints", "tollbook_identity"):
+        _ddl(db_path, f"DROP TABLE {table}")
+    _delete(db_path, 5)
+    code, out, err = run("verify")
+    assert (code, err) == (0, "") and out.startswith(f"verified {events} events, root ")
+    code, out, _ = run("log", "--after", "3", "--limit", "3")
+    lines = [json.loads(line) for line in out.split("\n") if line]
+    assert [line["position"] for line in lines] == [4, 5, 6]
+    assert lines[1]["event"] == {"type": "PositionSkipped", "fields": {"position": 5}}
+    (tmp_path / "log.jsonl").write_text(run("log")[1])
+    checked = subprocess.run([sys.executable, SCRIPT, tmp_path / "log.jsonl"], capture_output=True, text=True)
+    assert checked.stdout == f"{events} leaves recomputed, all match\n", checked.stderr
+    assert run("--editor", "tester", "ingest", REVISIONS)[0] == 0
+    assert run("tally")[0] == 0 and run("verify")[1].startswith(f"verified {event_count(db_path) + 1} events")
+    drop_guards(db_path)  # a position skipped is no cover for an event removed beside it
+    _delete(db_path, 6)
+    assert_found(run("verify"), "position 6: the event there was removed")
+
+
 def test_the_append_path_stores_what_the_mapper_would(tmp_path):
     """The append path writes each state itself (one dict for the state and the leaf): byte for
     byte what the pydantic mapper writes, and the leaf verify recomputes from it."""
