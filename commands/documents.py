@@ -237,6 +237,11 @@ def parse(line: str | bytes | dict) -> tuple[Command, str]:
     return command, hashlib.sha256(canonical).hexdigest()
 
 
+def content_hash(document: dict) -> str:
+    """The hash :func:`parse` gives a document made by code (an importer's), not checked."""
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 # -- what a document may hold at all: checked on its canonical JSON, a walk only when needed --
 
 _NUL = b"\\u0000"  # how JSON writes a NUL (orjson always so)

@@ -7,7 +7,7 @@ trace and the next document sees every change the accepted ones made.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -73,8 +73,9 @@ def reads(command: Command, content_hash: str) -> list[tuple[UUID, Evolve]]:
     return found
 
 
-def handle(command: Command, content_hash: str, unit: Unit) -> None:
-    """Records in ``unit`` every event the command causes; raises :class:`Rejected` if it can't."""
+def handle(command: Command, content_hash: str, unit: Unit, earlier: Collection[str] = ()) -> None:
+    """Records in ``unit`` every event the command causes; raises :class:`Rejected` if it can't.
+    ``earlier``: the hashes the same document had before (see :func:`documents.receive`)."""
     key = receipt_key(command, content_hash)
     receipt = documents.receive(
         unit.get(document_uuid(key), documents.evolve),
@@ -84,6 +85,7 @@ def handle(command: Command, content_hash: str, unit: Unit) -> None:
         published_at=command.published_at if isinstance(command, Report) else None,
         attributes=_report_attributes(command) if isinstance(command, Report) else {},
         recorded_by=unit.recorded_by,
+        earlier=earlier,
     )
     if receipt is None:
         return

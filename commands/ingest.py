@@ -75,6 +75,7 @@ class _Decided:
     source: Any  # the document as given: parsed again if it must be decided again
     command: Command | None  # until decided: a batch keeps its documents small
     content_hash: str
+    earlier: tuple[str, ...] = ()  # the hashes an importer's row had as older code built it
     events: list[DomainEvent] = field(default_factory=list)  # until saved
     rejected: str | None = None
     changes: bool = False
@@ -180,7 +181,7 @@ class Decider:
         unit = Unit(self.states.get, self.recorded_by)
         command, decided.command = decided.command or parse(decided.source)[0], None
         try:
-            handle(command, decided.content_hash, unit)
+            handle(command, decided.content_hash, unit, decided.earlier)
         except Rejected as rejected:
             decided.rejected, decided.events = str(rejected), []
         else:
@@ -316,13 +317,14 @@ class Ingestor:
 
     def ingest(self, lines: Iterable[Any], result: IngestResult | None = None, *,
                numbered: bool = False) -> IngestResult:
-        """``numbered``: ``lines`` yields ``(line number, document)`` pairs (an importer's
-        documents carry the line of the CSV row they came from); else they are numbered 1, 2, …"""
+        """``numbered``: ``lines`` yields ``(line number, document, earlier hashes)`` (an
+        importer's documents carry the line of the CSV row they came from, and the hashes the
+        same row had as older code built it); else they are numbered 1, 2, …"""
         result = result or IngestResult()
         parsed: list[_Decided] = []
         with without_cycle_collection():
             try:
-                for number, line in (lines if numbered else enumerate(lines, 1)):
+                for number, line, *earlier in (lines if numbered else enumerate(lines, 1)):
                     if not isinstance(line, dict) and not line.strip():
                         continue
                     try:
@@ -330,7 +332,7 @@ class Ingestor:
                     except BadDocument as error:
                         result.rejected.append(Rejection(number, str(error)))
                         continue
-                    parsed.append(_Decided(number, line, command, content_hash))
+                    parsed.append(_Decided(number, line, command, content_hash, *earlier))
                     if len(parsed) >= self.prefetch_documents:
                         self._run(parsed, result)
                         parsed = []

@@ -3,6 +3,7 @@ stored report_id is refused. Reports are keyed by ``report_id``; other documents
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -29,11 +30,13 @@ class Document(NamedTuple):  # a named tuple, as a claim's state is
 
 def receive(
     document: Document | None, *, kind: str, key: str, content_hash: str, published_at: datetime | None,
-    attributes: dict[str, Any], recorded_by: str,
+    attributes: dict[str, Any], recorded_by: str, earlier: Collection[str] = (),
 ) -> DocumentReceived | None:
-    """``None`` when the identical document is already stored."""
+    """``None`` when the identical document is already stored: under ``content_hash``, or under
+    one of the ``earlier`` hashes that the same source had when older code built its document
+    (an importer's row from before the importer kept more of it)."""
     if document is not None:
-        if document.content_hash == content_hash:
+        if document.content_hash == content_hash or document.content_hash in earlier:
             return None
         raise Rejected("report_id", f"a different document is already stored under {key!r}")
     return DocumentReceived(

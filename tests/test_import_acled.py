@@ -254,3 +254,23 @@ def test_command_line_acled_and_deletions(tmp_path):
     done = run("import", "acled", str(tmp_path / "d.csv"))
     assert done.returncode == 2 and "not an ACLED file: no column" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_export_imported_before_its_attributes_were_kept_imports_again(tmp_path):
+    """tests/data/store-aa66c0a/acled.db: acled-3.csv (FIRST) imported by the code at aa66c0a, which
+    kept no column beyond the mapping. The same rows again are unchanged, not "a different document"."""
+    import shutil
+
+    legacy = ROOT / "tests" / "data" / "store-aa66c0a"
+    shutil.copy(legacy / "acled.db", tmp_path / "t.db")
+    with Tollbook(str(tmp_path / "t.db"), editor="tester") as book:
+        before = book.tally(by="admin1")
+        summary = book.import_acled(str(legacy / "acled-3.csv"))
+        assert (summary.imported, summary.unchanged, summary.rejected) == (0, 3, [])
+        assert book.tally(by="admin1") == before
+        assert "disorder_type" not in fields(book, "acled:MMR1001")  # kept as it was imported
+        # A row ACLED revised (a new timestamp) is a new version, and brings its attributes.
+        summary = book.import_acled(str(write(tmp_path / "b.csv", [FIRST[0] | {"timestamp": str(T3), "fatalities": "14"}])))
+        assert (summary.imported, summary.rejected) == (1, [])
+        assert lows(book.tally())["acled:MMR1001"] == 14
+        assert fields(book, "acled:MMR1001")["disorder_type"] == "Political violence"

@@ -38,6 +38,7 @@ Dates: ``event_date`` may be ``2019-01-15`` or, in older exports, ``15 January 2
 
 from __future__ import annotations
 
+from tollbook.commands.documents import content_hash
 from tollbook.commands.importers.common import (
     Book, ImportSummary, RowBuilder, RowRejection, code, coordinate, count, day, ingest_retractions, ingest_rows, required,
     retract_absent, retraction, stored_claims, text, unix_seconds,
@@ -77,6 +78,14 @@ class AcledExport(RowBuilder):
         if self.attributes is None:
             self.attributes = [name for name in row.cells if name not in _MAPPED]
         return {name: code(row, name) if name in NUMBER_ATTRIBUTES else text(row, name) for name in self.attributes}
+
+    def earlier(self, document: dict) -> tuple[str, ...]:
+        """Before the columns beyond the mapping were kept (aa66c0a and earlier), a row's
+        incident had none of them."""
+        if not self.attributes:
+            return ()
+        [incident] = document["incidents"]
+        return (content_hash(document | {"incidents": [{k: v for k, v in incident.items() if k not in self.attributes}]}),)
 
     def document(self, row: Row) -> dict:
         event_id, incident_id = self.identify(row)

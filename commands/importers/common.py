@@ -228,13 +228,18 @@ class RowBuilder:
     def document(self, row: Row) -> dict:
         raise NotImplementedError
 
+    def earlier(self, document: dict) -> tuple[str, ...]:
+        """The content hashes of the documents older code built from the same row: a store it
+        wrote holds the row under one of them, and the row is then unchanged, not different."""
+        return ()
+
 
 def ingest_rows(book: Book, rows: CsvRows, builder: RowBuilder, summary: ImportSummary) -> set[int]:
     """Builds each row's document and ingests them all in batches; returns the lines of the
     rows that were rejected (by the importer or by the ledger)."""
     rejected: set[int] = set()
 
-    def documents() -> Iterator[tuple[int, dict]]:
+    def documents() -> Iterator[tuple[int, dict, tuple[str, ...]]]:
         for item in rows:
             summary.rows += 1
             if isinstance(item, BadRow):
@@ -249,7 +254,7 @@ def ingest_rows(book: Book, rows: CsvRows, builder: RowBuilder, summary: ImportS
                 rejected.add(item.line)
                 builder.unidentified += error.column == builder.id_column
                 continue
-            yield item.line, document
+            yield item.line, document, builder.earlier(document)
 
     result = _ingest(book, documents())
     for rejection in result.rejected:
@@ -273,7 +278,7 @@ def ingest_retractions(book: Book, retractions: Iterable[tuple[int | None, dict]
     return result.accepted
 
 
-def _ingest(book: Book, documents: Iterable[tuple[int, dict]]) -> IngestResult:
+def _ingest(book: Book, documents: Iterable[tuple[int, dict] | tuple[int, dict, tuple[str, ...]]]) -> IngestResult:
     from tollbook.commands.ingest import Ingestor
 
     with _fewer_collections():
