@@ -1,4 +1,4 @@
-"""The benchmark harness end to end at 10,000 events (bench/run.py): every row of the results
+"""The benchmark harness end to end at 3,000 events (bench/run.py): every row of the results
 table is there with sane numbers. On PostgreSQL too when TOLLBOOK_TEST_POSTGRES is set (the
 harness makes and drops schemas of its own there)."""
 
@@ -11,7 +11,7 @@ import sys
 
 from conftest import ROOT, postgres_base
 
-EVENTS = 10_000
+EVENTS = 3_000
 SQLITE_ROWS = [
     "events stored", "ingest", "raw SQLite insert", "ingest ÷ raw insert",
     "… the stack's floor: pydantic parse of the documents, pydantic events made and serialized, raw insert",
@@ -55,7 +55,7 @@ def tables(markdown: str) -> list[dict[str, list[str]]]:
     return found
 
 
-def test_the_whole_benchmark_runs_at_10k_events(tmp_path):
+def test_the_whole_benchmark_runs_at_3k_events(tmp_path):
     command = [sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", str(EVENTS), "--samples", "20",
                "--heavy-samples", "3", "--replay-samples", "1", "--help-runs", "3",
                "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "results.md")]
