@@ -44,9 +44,9 @@ def _without_tree() -> None:
     """This process's append path as it was before the tree: each state serialized by the
     pydantic mapper, no leaf hash, no leaves or nodes."""
     from tollbook.store import log, merkle
-    from tollbook.store.eventstore import OrjsonTranscoder, PydanticMapper
+    from tollbook.store.eventstore import PydanticMapper
 
-    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
+    mapper = PydanticMapper()
     log.stored = lambda event, recorded_at, text: (mapper.row(event, recorded_at)[3], b"")
     log.Log._insert_tree = lambda self, cursor, leaves, nodes: None
     log.Log.size = log.Log.head
