@@ -77,7 +77,7 @@ def verify(db: str) -> dict:
     book = Tollbook(db)
     start, cpu = time.perf_counter(), _cpu()
     events, root = book.verify()
-    worker = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process that checked the second half, if any
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process that checked the end of the log, if any
     return {"seconds": time.perf_counter() - start, "cpu_seconds": _cpu() - cpu, "events": events, "root": root,
             "max_rss_mb": _rss(), "worker_cpu_seconds": worker.ru_utime + worker.ru_stime,
             "worker_max_rss_mb": worker.ru_maxrss / 1024}

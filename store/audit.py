@@ -125,7 +125,7 @@ def signed_checkpoint(label: str, note: str, verifiers: list[Verifier]) -> Check
 
 # -- verify --------------------------------------------------------------------------------------
 
-# From this many events verify hands the second half of the log to a worker process (the
+# From this many events verify hands the end of the log to a worker process (the
 # decoding and hashing is CPU-bound Python: one core each); below it the worker's start costs more.
 SPLIT_AT = 200_000
 
@@ -252,19 +252,20 @@ def verify(store: EventStore, checkpoints: list[tuple[str, Checkpoint]]) -> tupl
                 if tree.size in wanted:
                     roots[tree.size] = tree.root()
 
-        # A worker checks the second half's events meanwhile; the tree then grows from the
-        # stored leaves it vouched for (cheap to read), up to the first position that fails.
-        half = head // 2 if head >= SPLIT_AT else head
-        worker = _Worker(store, half, head) if half < head else None
+        # A worker checks the events after ``mine`` meanwhile; the tree then grows from the
+        # stored leaves it vouched for, up to the first position that fails. Growing it costs
+        # this process about a fifth of checking them, so the worker takes a little more.
+        mine = head * 9 // 20 if head >= SPLIT_AT else head
+        worker = _Worker(store, mine, head) if mine < head else None
         try:
-            add(_recomputed(cursor, table, column, 0, half))
+            add(_recomputed(cursor, table, column, 0, mine))
             if worker is not None:
                 answer = worker.result()
                 if answer is None:
-                    add(_recomputed(cursor, table, column, half, head))
+                    add(_recomputed(cursor, table, column, mine, head))
                 else:
                     last, failure = answer
-                    add(_stored_leaves(cursor, half, last))
+                    add(_stored_leaves(cursor, mine, last))
                     if failure is not None:
                         raise Failed(failure)
         finally:

@@ -99,7 +99,7 @@ def verify(run, folder: Path, *checkpoints: str) -> tuple[int, str, str]:
 
 
 def halves_verified(db: str, monkeypatch) -> str:
-    """verify with a worker process checking the second half of the log (as it does from
+    """verify with a worker process checking the end of the log (as it does from
     audit.SPLIT_AT events on): the line it prints."""
     from tollbook.api import Tollbook
     from tollbook.store import audit
