@@ -132,6 +132,7 @@ def main() -> int:
 
     if not os.path.exists(options.store):
         make_store(options.store, options.events)
+    began, load_before = time.time(), os.getloadavg()[0]
     incidents = sample_incidents(options.store, 500)
     code, out = cli(options.store, "status", "--format", "json")
     head = out.decode().split('"position": ', 1)[1].split(",", 1)[0] if code == 0 else "?"
@@ -174,8 +175,9 @@ def main() -> int:
         "# HTTP load: tollbook serve",
         "",
         f"Store: SQLite, {options.events:,} generated events (log head {head}), bench/generate.py's mix.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, shared with other work while this ran (noisy: "
-        f"load average {os.getloadavg()[0]:.0f} at the end);",
+        f"Run {time.strftime('%Y-%m-%d %H:%M', time.gmtime(began))} UTC, {(time.time() - began) / 60:.1f} min."
+        f" Machine: {platform.machine()}, {os.cpu_count()} cores, shared with other work while this ran (noisy:"
+        f" load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end);",
         "the client threads run on the same cores as the server, so these are floors.",
         f"Each load: {options.seconds:.0f} s of readers each on one keep-alive connection, random incidents.",
         "",

@@ -294,7 +294,12 @@ class Log:
                                    " SELECT * FROM unnest(%s::int[], %s::bigint[], %s::bytea[])",
                                    [list(column) for column in zip(*nodes, strict=True)])
             return
-        self._many(cursor, "tollbook_leaves (position, leaf_hash)", leaves)
+        if leaves:
+            # One statement, three values: the hashes go in as one blob that SQLite cuts up (half
+            # the cost of binding two values a row). Their positions follow each other.
+            cursor.execute("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)"
+                           " INSERT INTO tollbook_leaves (position, leaf_hash) SELECT ? + i, substr(?, 32 * i + 1, 32)"
+                           " FROM n", (len(leaves), leaves[0][0], b"".join(found for _, found in leaves)))
         self._many(cursor, "tollbook_nodes (level, idx, hash)", nodes)
 
     @staticmethod

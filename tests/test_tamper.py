@@ -98,6 +98,20 @@ def verify(run, folder: Path, *checkpoints: str) -> tuple[int, str, str]:
     return run(*args)
 
 
+def halves_verified(db: str, monkeypatch) -> str:
+    """verify with a worker process checking the end of the log (as it does from
+    audit.SPLIT_AT events on): the line it prints."""
+    from tollbook.api import Tollbook
+    from tollbook.store import audit
+
+    monkeypatch.setattr(audit, "SPLIT_AT", 2)
+    with Tollbook(db) as book:
+        try:
+            return "verified {} events, root {}".format(*book.verify())
+        except audit.Failed as error:
+            return str(error)
+
+
 def assert_found(result: tuple[int, str, str], needle: str) -> None:
     code, out, err = result
     assert code == 1, (out, err)
@@ -136,7 +150,7 @@ def test_log_pages_and_the_example_script_recomputes_every_leaf(run, jsonl, db_p
     assert checked.returncode == 1 and "position 5" in checked.stderr
 
 
-def test_keygen_checkpoint_status_and_verify(signed, run, db_path):
+def test_keygen_checkpoint_status_and_verify(signed, run, db_path, monkeypatch):
     key = (signed / "key").read_text()
     assert stat.S_IMODE(os.stat(signed / "key").st_mode) == 0o600
     assert key.startswith("PRIVATE+KEY+tollbook+")
@@ -152,6 +166,7 @@ def test_keygen_checkpoint_status_and_verify(signed, run, db_path):
     assert f"last checkpoint: size {size}, root {root}" in run("status")[1]
     for checkpoints in ((), ("cp1",), ("cp1", "cp2")):
         assert verify(run, signed, *checkpoints)[1:] == (f"verified {size} events, root {root}\n", "")
+    assert halves_verified(db_path, monkeypatch) == f"verified {size} events, root {root}"
     # the wrong key, and a checkpoint whose figures were edited
     assert run("keygen", "--out", signed / "other", "--name", "other")[0] == 0
     assert_found(run("verify", "--checkpoint", signed / "cp1", "--public-key", signed / "other.pub"),
@@ -285,12 +300,13 @@ TAMPERING = {
 
 
 @pytest.mark.parametrize("how", TAMPERING)
-def test_verify_finds_each_edit_of_the_log(signed, run, db_path, how):
+def test_verify_finds_each_edit_of_the_log(signed, run, db_path, how, monkeypatch):
     tamper, says = TAMPERING[how]
     drop_guards(db_path)
     at = tamper(db_path)
     assert_found(verify(run, signed), f"position {at}: ")
     assert says in verify(run, signed)[2]
+    assert halves_verified(db_path, monkeypatch) in verify(run, signed)[2]  # the same line
     assert_found(verify(run, signed, "cp1"), f"position {at}: ")
     assert run("log")[0] == 0  # the log can still be read out
     if how == "the last event deleted":  # the log ends before its tree: nothing more is appended
@@ -298,7 +314,7 @@ def test_verify_finds_each_edit_of_the_log(signed, run, db_path, how):
         assert (code, out) == (2, "") and "its tree has" in err and err.count("\n") == 1, err
 
 
-def test_an_edited_tree_is_found_by_its_nodes_or_a_checkpoint(signed, run, db_path, jsonl):
+def test_an_edited_tree_is_found_by_its_nodes_or_a_checkpoint(signed, run, db_path, jsonl, monkeypatch):
     # enough events for a stored node (level 8: 256 leaves)
     many = jsonl([{"kind": "incident", "incident_id": f"filler-{i}", "title": f"filler {i}"} for i in range(260)])
     assert run("--editor", "tester", "ingest", many)[0] == 0
@@ -306,12 +322,14 @@ def test_an_edited_tree_is_found_by_its_nodes_or_a_checkpoint(signed, run, db_pa
     drop_guards(db_path)
     at = _tree_too(db_path)
     assert_found(verify(run, signed), "the tree's node over positions 1..256")
+    assert halves_verified(db_path, monkeypatch) in verify(run, signed)[2]
     assert_found(verify(run, signed, "cp3"), "position 1: ")
 
 
 def test_a_history_rewritten_from_scratch_fails_against_an_earlier_checkpoint(signed, run, db_path, stores, jsonl):
     rewritten = [json.loads(line) for line in SEED.read_text().splitlines() if line.strip()]
     rewritten[0]["claims"][0]["low"] = 40
+    identity = sql(db_path, "SELECT store_id FROM tollbook_identity")[0][0]
     if is_postgres(db_path):
         from tollbook.store.pgstore import environment
 
@@ -322,9 +340,30 @@ def test_a_history_rewritten_from_scratch_fails_against_an_earlier_checkpoint(si
     for path in (jsonl(rewritten), REVISIONS, REVISIONS):
         assert run("--editor", "tester", "ingest", path)[0] == 0
     assert verify(run, signed)[0] == 0  # consistent within itself
+    assert_found(verify(run, signed, "cp1"), f"checkpoint {signed / 'cp1'} is of another log")
+    drop_guards(db_path)  # the insider gives the new log the old one's identity too
+    _ddl(db_path, "UPDATE tollbook_identity SET store_id = ?", (identity,))
     for name in ("cp1", "cp2"):
         assert_found(verify(run, signed, name), f"checkpoint {signed / name}")
         assert "is not extended by the log" in verify(run, signed, name)[2]
+
+
+def test_a_checkpoint_of_another_store_is_named_as_such(signed, run, db_path, stores):
+    """Its origin names another store: it does not pass as this one's, even where the other
+    store's log begins as this one's does (the same documents, signed by the same key)."""
+    other = stores.new("other")
+    for path in (SEED, REVISIONS):
+        assert run("--editor", "tester", "ingest", path, db=other)[0] == 0
+    assert run("checkpoint", "--key", signed / "key", "--out", signed / "theirs", db=other)[0] == 0
+    theirs = (signed / "theirs").read_text().split("\n", 1)[0]
+    ours = sql(db_path, "SELECT store_id FROM tollbook_identity")[0][0]
+    code, out, err = verify(run, signed, "theirs")
+    assert_found((code, out, err), f"checkpoint {signed / 'theirs'} is of another log: its origin '{theirs}'"
+                                   f" is not this store's ('tollbook/{ours}')")
+    # an origin this store signed under (--origin) is one of its names
+    assert run("checkpoint", "--key", signed / "key", "--origin", "example.org/syria", "--out", signed / "named")[0] == 0
+    assert verify(run, signed, "named", "cp1")[0] == 0
+    assert "or 'tollbook/" in verify(run, signed, "theirs")[2]
 
 
 UPDATED = {"tollbook_leaves": "position", "tollbook_nodes": "level", "tollbook_checkpoints": "size"}
@@ -497,3 +536,23 @@ def test_checkpoints_stay_consistent_and_every_event_is_included(docs):
                 assert merkle.verify_inclusion(position - 1, size, hash_of(aggregate_id, version, topic, state),
                                                proof, root)
         assert book.verify() == (size, base64.b64encode(root).decode())
+
+
+def test_vacuum_keeps_every_position_and_a_renumbered_log_fails_verify(signed, run, db_path):
+    """SQLite numbers the events by rowid (the library's table has no INTEGER PRIMARY KEY), which
+    VACUUM may renumber: it keeps them (the rows are copied in rowid order, with no gaps to
+    close), and a log whose rows were numbered anew in another order fails verify."""
+    if is_postgres(db_path):
+        pytest.skip("SQLite's VACUUM")
+    before = run("log", "--format", "jsonl")[1]
+    sql(db_path, "VACUUM")
+    assert run("log", "--format", "jsonl")[1] == before
+    assert verify(run, signed, "cp1", "cp2")[0] == 0
+    # rows copied in their primary key's order, as a copy that does not keep rowids numbers them
+    drop_guards(db_path)
+    sql(db_path, "CREATE TABLE copied AS SELECT originator_id, originator_version, topic, state FROM stored_events")
+    sql(db_path, "DROP TABLE stored_events")
+    sql(db_path, "CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, topic TEXT,"
+                 " state BLOB, PRIMARY KEY (originator_id, originator_version))")
+    sql(db_path, "INSERT INTO stored_events SELECT * FROM copied ORDER BY originator_id, originator_version")
+    assert_found(verify(run, signed), "the stored event was changed or moved")
