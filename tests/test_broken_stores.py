@@ -25,6 +25,7 @@ import pytest
 from conftest import EXAMPLES, ROOT, SEED, Runner, _env
 
 GED = ROOT / "tests" / "data" / "store-aa66c0a" / "ged-20.csv"
+GED_RELEASE = ROOT / "examples" / "ucdp-ged-19.1" / "ged191-myanmar-bangladesh.csv"
 COMMANDS = [
     ("ingest", str(SEED)),
     ("tally",),
@@ -225,6 +226,22 @@ def test_a_full_disk_mid_ingest_is_one_line_exit_1_and_nothing_half_stored(tmp_p
         assert (code, out.strip()) == (0, f"accepted {4000 - accepted}, unchanged {accepted}, rejected 0"), err
         code, out, err = runner("tally", "--format", "json")
         assert code == 0 and len(json.loads(out)["rows"]) == 4000
+
+
+def test_a_full_disk_mid_import_is_one_line_exit_1_and_the_summary_says_how_far(tmp_path):
+    with tmpfs(tmp_path / "mnt", "3m") as mount:
+        runner = Runner(str(mount / "s.db"), tmp_path)
+        release = ("import", "ucdp", GED_RELEASE, "--release", "19.1", "--published-at", "2019-06-14")
+        code, out, err = runner(*release, "--format", "json")
+        line = one_line(code, err, expected_code=1)
+        assert "the disk is full" in line and "stopped before storing anything" in line
+        assert json.loads(out)["imported"] == 0
+        with sqlite3.connect(mount / "s.db") as connection:
+            assert connection.execute("SELECT count(*) FROM stored_events").fetchone() == (0,)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+        code, out, err = runner(*release)
+        assert (code, err) == (0, "") and "3194 rows: imported 3194, unchanged 0" in out
+        assert runner("tally", "--by", "year")[0] == 0
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------

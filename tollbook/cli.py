@@ -252,12 +252,15 @@ def _import(ctx: click.Context, file: str, fmt: str, run: Callable[[Any, Any], A
             size = os.path.getsize(file)
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(_progress_bar(size)) if sys.stderr.isatty() else None
+        from tollbook.commands.importers.common import ImportStopped
         from tollbook.store.eventstore import StoreFull
         from tollbook.store.log import StoreDamaged
 
         try:
             summary = _run(lambda: run(book, progress))
-        except StoreFull as error:  # each document stored whole or not at all, as an ingest
+        except StoreFull as error:  # each row stored whole or not at all, as an ingest
+            if isinstance(error, ImportStopped):  # how far it got
+                _echo_json(error.summary.as_json()) if fmt == "json" else click.echo(error.summary.line())
             click.echo(f"tollbook: --db {_shown(book.db)}: {error}", err=True)
             ctx.exit(1)
         except StoreDamaged as error:  # its log and tree disagree: nothing more is appended

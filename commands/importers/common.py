@@ -22,6 +22,7 @@ from tollbook.commands.importers.csvrows import BadRow, CsvRows, Row, RowError
 from tollbook.domain.ids import source_key
 from tollbook.domain.time import format_instant, format_recorded, parse_instant, to_micros
 from tollbook.domain.tally import Candidate, counts, current
+from tollbook.store.eventstore import StoreFull
 
 if TYPE_CHECKING:
     from tollbook.commands.ingest import IngestResult
@@ -234,6 +235,14 @@ class RowBuilder:
         return ()
 
 
+class ImportStopped(StoreFull):
+    """The disk filled up mid-import; ``summary`` counts what was stored (each row whole)."""
+
+    def __init__(self, error: StoreFull, summary: ImportSummary):
+        super().__init__(str(error))
+        self.summary = summary
+
+
 def ingest_rows(book: Book, rows: CsvRows, builder: RowBuilder, summary: ImportSummary) -> set[int]:
     """Builds each row's document and ingests them all in batches; returns the lines of the
     rows that were rejected (by the importer or by the ledger)."""
@@ -256,14 +265,23 @@ def ingest_rows(book: Book, rows: CsvRows, builder: RowBuilder, summary: ImportS
                 continue
             yield item.line, document, builder.earlier(document)
 
-    result = _ingest(book, documents())
-    for rejection in result.rejected:
-        summary.rejected.append(RowRejection(rejection.line, rejection.error))
-        rejected.add(rejection.line)
-    summary.imported += result.accepted
-    summary.unchanged += result.unchanged
-    _stamp(summary, result.last_recorded_at)
-    summary.rejected.sort(key=lambda r: (r.line is None, r.line or 0))
+    def count(result: IngestResult) -> None:
+        for rejection in result.rejected:
+            summary.rejected.append(RowRejection(rejection.line, rejection.error))
+            rejected.add(rejection.line)
+        summary.imported += result.accepted
+        summary.unchanged += result.unchanged
+        _stamp(summary, result.last_recorded_at)
+        summary.rejected.sort(key=lambda r: (r.line is None, r.line or 0))
+
+    from tollbook.commands.ingest import IngestStopped
+
+    try:
+        result = _ingest(book, documents())
+    except IngestStopped as stopped:  # a full disk: the summary says how far it got
+        count(stopped.result)
+        raise ImportStopped(stopped, summary) from stopped
+    count(result)
     return rejected
 
 
