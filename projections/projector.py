@@ -21,7 +21,7 @@ from tollbook.domain.time import format_recorded, normalize_day, to_micros
 from tollbook.projections import schema
 from tollbook.projections.timeline import Timeline
 from tollbook.store import eventsourcing_adapter as library
-from tollbook.store.eventstore import CONFLICTS, EventStore
+from tollbook.store.eventstore import CONFLICTS, EventStore, decode_state
 
 Event = dict[str, Any]
 
@@ -432,8 +432,8 @@ class Projector:
                 read += len(notifications)
                 last = notifications[-1][0]
                 # Only the events some projection reads are decoded (not the document receipts).
-                decoded = [(position, topic, orjson.loads(state)) for position, topic, state in notifications
-                           if topic in self.topics]
+                decoded = [(position, topic, decode_state(aggregate_id, version, topic, state))
+                           for position, aggregate_id, version, topic, state in notifications if topic in self.topics]
                 for projection in self.projections:
                     position = positions[projection.name]
                     if position < last:

@@ -29,7 +29,7 @@ from uuid import UUID
 import orjson
 
 from tollbook.domain.time import from_micros, to_micros
-from tollbook.store.eventstore import STORED_TOPICS
+from tollbook.store.eventstore import NONE_LEFT_OUT, STORED_TOPICS, decode_state, is_compact
 from tollbook.store.merkle import leaf_hash
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ INSTANT_FIELDS = {"ClaimReported": ("published_at",), "ClaimRetracted": ("publis
                   "ReleaseRecorded": ("published_at",)}
 WITHOUT_FLOATS = frozenset({"ClaimReported", "ClaimRetracted", "ClaimCorrected", "IncidentMerged", "IncidentAbsorbed",
                             "ReleaseRecorded"})
-ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")
+ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")  # decode_state gives all four
 _ZERO = timedelta(0)
 
 
@@ -74,10 +74,11 @@ def logged(aggregate_id: Any, version: int, topic: str, state: bytes) -> dict[st
     except (KeyError, TypeError):
         raise Undecodable(f"unknown event type {topic!r}") from None
     try:
-        fields = orjson.loads(state)
+        identity = aggregate_id if isinstance(aggregate_id, UUID) else UUID(str(aggregate_id))
+        fields = decode_state(identity, version, topic, state)
         if not isinstance(fields, dict):
             raise Undecodable("its state is not a JSON object")
-        identity = aggregate_id if isinstance(aggregate_id, UUID) else UUID(str(aggregate_id))
+        # A state stored before the compact encoding names its aggregate: it must be its row's.
         if UUID(str(fields["originator_id"])) != identity or fields["originator_version"] != version:
             raise Undecodable("its state names another aggregate or version than its row")
         recorded_at, recorded_by = fields["timestamp"], fields["recorded_by"]
@@ -102,7 +103,7 @@ def _instant_of(moment: datetime) -> str:
 
 def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple[bytes, bytes]:
     """A new event's state as the store keeps it (its fields as pydantic writes them: the set
-    ones, in the model's order, the store's clock last) and its leaf hash, made from one dict:
+    ones, in the model's order, compact as :class:`PydanticMapper` writes them, the store's clock last) and its leaf hash, made from one dict:
     this is the append path's cost per event, so the JSON is made by orjson, not twice over."""
     values, chosen = event.__dict__, event.model_fields_set
     if len(chosen) == len(values) - 1 and "timestamp" not in chosen:  # all set but the clock: the usual case
@@ -110,12 +111,16 @@ def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple
     else:
         fields = {name: value for name, value in values.items() if name in chosen}
     fields.pop("timestamp", None)
-    fields["timestamp"] = recorded_at
-    state = orjson.dumps(fields, option=orjson.OPT_UTC_Z)
-    kind = TYPE_OF[type(event)]
+    compact = is_compact(event)
+    if not compact:
+        state = orjson.dumps(fields, option=orjson.OPT_UTC_Z)
     aggregate_id, version = fields.pop("originator_id"), fields.pop("originator_version")
+    if compact:
+        state = orjson.dumps({name: value for name, value in fields.items() if value is not None}
+                             if type(event) in NONE_LEFT_OUT else fields, option=orjson.OPT_UTC_Z)
+    state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
+    kind = TYPE_OF[type(event)]
     recorded_by = fields.pop("recorded_by")
-    del fields["timestamp"]
     for name in INSTANT_FIELDS.get(kind, ()):
         if fields.get(name) is not None:
             fields[name] = _instant_of(fields[name])
