@@ -161,7 +161,9 @@ class Claims(Projection):
     _FIXABLE = ("low", "high", "best", "qualifier")
     COUNTING = ("claim_position", "version", "incident_id", "source", "measure", "grp", "low", "high", "best",
                 "published_at", "version_position", "next_published_at", "recorded_at", "to_recorded_at")
-    CACHE = 200_000  # claims kept in memory between batches
+    # Claims kept in memory between batches: a first catch-up touches each about once, and kept
+    # by the 200,000 they made its peak grow with the file (274 -> 177 MB at 30k rows, no slower).
+    CACHE = 20_000
 
     def __init__(self, store: EventStore | None) -> None:
         self.store = store  # where a claim no longer kept in memory is found
