@@ -497,6 +497,16 @@ class EventStore:
                        f" WHERE {self.notification_id} > ? ORDER BY {self.notification_id} LIMIT ?", (after, limit))
         return cursor.fetchall()
 
+    def decoded_at(self, cursor: Any, positions: list[int]) -> list[dict[str, Any]]:
+        """The events at these positions of the log, decoded (:func:`decode_state`), in log
+        order, read in the caller's transaction."""
+        if not positions:
+            return []
+        cursor.execute(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table}"
+                       f" WHERE {self.notification_id} IN ({', '.join('?' * len(positions))})"
+                       f" ORDER BY {self.notification_id}", positions)
+        return [decode_state(i, v, t, bytes(s)) for i, v, t, s in cursor.fetchall()]
+
     def head_position(self, cursor: Any) -> int:
         """The log's last notification id (0 when empty), read in the caller's transaction."""
         cursor.execute(f"SELECT max({self.notification_id}) FROM {self.events_table}")
