@@ -13,8 +13,9 @@ the storage can change without changing a hash (README, "The leaf recipe"):
     leaf_hash = SHA-256(0x00 ‖ leaf)
 
 that is ``json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
-encoded as UTF-8. orjson writes the same bytes for everything but some floats (``1e-05``), so
-it writes the events that cannot hold a float; the others go through ``json`` when they do.
+encoded as UTF-8. orjson writes the same bytes for everything but the floats below 1e-4 in size
+(``1e-05``; 0 aside) and those that are not finite, so it writes every event without one (a GED
+row's coordinates are not); the others go through ``json``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ WITHOUT_FLOATS = frozenset({"ClaimReported", "ClaimRetracted", "ClaimCorrected",
                             "ReleaseRecorded"})
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")  # decode_state gives all four
 _ZERO = timedelta(0)
+_LARGEST = 1.7976931348623157e308  # an infinity is larger
 
 
 class Undecodable(ValueError):
@@ -128,14 +130,16 @@ def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple
                                   "recorded_at": recorded_at_text, "recorded_by": recorded_by, "fields": fields}))
 
 
-def _has_float(value: Any) -> bool:
+def _has_odd_float(value: Any) -> bool:
+    """Whether a float orjson writes otherwise than json does is in there."""
     found = [value]
     while found:
         item = found.pop()
         kind = type(item)
         if kind is float:
-            return True
-        if kind is dict:
+            if not (item == 0 or 1e-4 <= abs(item) <= _LARGEST):  # NaN fails both
+                return True
+        elif kind is dict:
             found.extend(item.values())
         elif kind is list:
             found.extend(item)
@@ -144,7 +148,7 @@ def _has_float(value: Any) -> bool:
 
 def leaf(event: dict[str, Any]) -> bytes:
     """The leaf bytes of an event as :func:`logged` gives it."""
-    if event["type"] in WITHOUT_FLOATS or not _has_float(event["fields"]):
+    if event["type"] in WITHOUT_FLOATS or not _has_odd_float(event["fields"]):
         try:
             return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
         except (TypeError, orjson.JSONEncodeError):  # an integer beyond 64 bits: json writes it
