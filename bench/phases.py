@@ -210,7 +210,7 @@ def _ingest_floor(source: sqlite3.Connection, path: str) -> tuple[float, float]:
     making = 0.0
     rows = source.execute("SELECT originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid")
     while chunk := rows.fetchmany(100_000):
-        decoded = (mapper.to_domain_event(r[2], r[3]) for r in chunk)  # not timed
+        decoded = (mapper.to_domain_event(*r) for r in chunk)  # not timed
         made = [(type(e), {name: getattr(e, name) for name in e.model_fields_set}) for e in decoded]
         making += _timed(lambda: [mapper.row(model(**values), 1) for model, values in made])
     return parsing, making

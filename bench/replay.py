@@ -47,9 +47,10 @@ def read_log(db: str, upto: int) -> Iterator[tuple[int, str, dict]]:
     """(position, topic, event) for every stored event recorded at or before ``upto``."""
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        for position, topic, state in connection.execute(
-                "SELECT rowid, topic, state FROM stored_events ORDER BY rowid"):
+        for position, aggregate_id, version, topic, state in connection.execute(
+                "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid"):
             event = orjson.loads(state)
+            event["originator_id"] = aggregate_id  # a compact state leaves it to the row (a key here only)
             if event["timestamp"] > upto:  # recorded_at increases along the log
                 return
             yield position, topic, event

@@ -11,13 +11,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tollbook.domain.ids import source_key
 from tollbook.domain.tally import POLICIES, Candidate, combine, counts
 from tollbook.domain.time import format_instant, format_recorded
+
+if TYPE_CHECKING:
+    from tollbook.store.eventstore import EventStore
 
 FOREVER = 2**62
 GROUPINGS = ("incident", "country", "admin1", "admin2", "source", "perpetrator", "day", "month", "year")
@@ -494,20 +497,26 @@ def diff(cursor: Any, *, start: int, end: int, known_at: int | None = None, meas
 
 # -- one incident (the web page's head) -----------------------------------------------------
 
-def incident(cursor: Any, incident_id: str, *, as_of: int | None = None) -> dict[str, Any] | None:
+def incident(cursor: Any, log: EventStore, incident_id: str, *, as_of: int | None = None) -> dict[str, Any] | None:
     """The incident ``incident_id`` counts under at ``as_of``, its fields then, the ids pooled
     into it and every merge that pooled them (with its reason); None if it was not recorded."""
     point_r = as_of if as_of is not None else FOREVER
     canonical, pooled = pooled_at(cursor, incident_id, point_r)
     target = pooled[0]
-    cursor.execute(f"SELECT incident_id, fields FROM tb_incidents WHERE {_VALID} AND " + _in("incident_id", pooled),
+    cursor.execute(f"SELECT incident_id FROM tb_incidents WHERE {_VALID} AND " + _in("incident_id", pooled),
                    [point_r, point_r, *pooled])
-    fields = {found: orjson.loads(text) for found, text in cursor.fetchall()}
-    if incident_id not in fields:
+    recorded = {found for (found,) in cursor.fetchall()}
+    if incident_id not in recorded:
         return None
+    # Its fields are the log's: its rows' events (a definition, then amendments) folded in order.
+    cursor.execute("SELECT position FROM tb_incidents WHERE incident_id = ? AND recorded_at <= ? ORDER BY position",
+                   (target, point_r))
+    fields: dict[str, Any] = {}
+    for event in log.decoded_at(cursor, [position for (position,) in cursor.fetchall()]):
+        fields |= event["fields"]
     cursor.execute("SELECT incident_id, into_id, recorded_at, reason, recorded_by FROM tb_merges WHERE recorded_at <= ?"
                    " AND " + _in("incident_id", pooled[1:]) + " ORDER BY position", [point_r, *pooled[1:]])
     merges = [{"incident_id": merged, "into": into, "recorded_at": format_instant(at), "reason": reason,
                "recorded_by": by} for merged, into, at, reason, by in cursor.fetchall()]
-    return {"incident_id": target, "requested_id": incident_id, "fields": fields.get(target, {}),
+    return {"incident_id": target, "requested_id": incident_id, "fields": fields,
             "merged_in": sorted(canonical), "merges": merges, "as_of": format_instant(as_of)}

@@ -13,7 +13,7 @@ INCIDENTS = {
         CREATE TABLE IF NOT EXISTS tb_incidents (
             incident_id TEXT NOT NULL, position BIGINT NOT NULL,
             recorded_at BIGINT NOT NULL, to_recorded_at BIGINT,
-            fields TEXT NOT NULL, country TEXT, admin1 TEXT, admin2 TEXT, perpetrator TEXT,
+            country TEXT, admin1 TEXT, admin2 TEXT, perpetrator TEXT,
             occurred_day TEXT,
             PRIMARY KEY (incident_id, position))""",
     # Where each merged-away incident's claims count, over recorded time (chains resolved).

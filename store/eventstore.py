@@ -55,6 +55,38 @@ STORED_TOPICS: dict[type[DomainEvent], str] = {
 library.register_topics(STORED_TOPICS)
 
 _CLOCK = {"timestamp"}  # an event's own timestamp is a placeholder; the store stamps it
+# The compact encoding (issue 14): a state leaves out its originator id and version (the row's
+# own columns, 79 bytes an event) and, of a claim reported with every member set (as the handlers
+# make them), the members that are None. Decoding gives every member back; a state stored before
+# (or of a claim with members unset) keeps the id and version, and reads as it always did.
+_LEFT_OUT = {"timestamp", "originator_id", "originator_version"}
+NONE_LEFT_OUT: dict[type[DomainEvent], tuple[str, ...]] = {
+    ClaimReported: tuple(name for name, info in ClaimReported.model_fields.items()
+                         if not info.is_required() and info.default is None),
+}
+_NONE_OF_TOPIC = {STORED_TOPICS[event_type]: names for event_type, names in NONE_LEFT_OUT.items()}
+
+
+def is_compact(event: BaseModel) -> bool:
+    """Whether the event is stored in the compact encoding: all but one that has members unset
+    whose None the decoding would give back."""
+    return type(event) not in NONE_LEFT_OUT or len(event.model_fields_set) == len(event.__dict__) - 1
+
+
+def decode_state(originator_id: Any, originator_version: int, topic: str, state: bytes) -> dict[str, Any]:
+    """A stored event's members, its originator id (text with dashes) and version among them,
+    whichever way it was stored."""
+    event = orjson.loads(state)
+    if type(event) is dict and "originator_id" not in event:
+        if type(originator_id) is str and len(originator_id) == 32:  # SQLite's hex
+            h = originator_id
+            event["originator_id"] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        else:
+            event["originator_id"] = str(originator_id)
+        event["originator_version"] = originator_version
+        for name in _NONE_OF_TOPIC.get(topic, ()):
+            event.setdefault(name, None)
+    return event
 
 
 class PydanticMapper:
@@ -65,13 +97,16 @@ class PydanticMapper:
         """The event as the store keeps it: originator id and version, topic, JSON state."""
         # pydantic writes the JSON itself (a dict in between was most of the cost of saving);
         # the store's clock goes in as the last member, in microseconds.
-        state = event.__pydantic_serializer__.to_json(event, exclude_unset=True, exclude=_CLOCK)
+        compact = is_compact(event)
+        state = event.__pydantic_serializer__.to_json(
+            event, exclude_unset=True, exclude=_LEFT_OUT if compact else _CLOCK,
+            exclude_none=compact and type(event) in NONE_LEFT_OUT)
         state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
         return (event.originator_id, event.originator_version,  # type: ignore[attr-defined]
                 STORED_TOPICS[type(event)], state)
 
-    def to_domain_event(self, topic: str, state: bytes) -> Any:
-        values = orjson.loads(state)
+    def to_domain_event(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> Any:
+        values = decode_state(originator_id, originator_version, topic, state)
         values["timestamp"] = from_micros(values["timestamp"])
         return library.resolve_topic(topic)(**values)
 
@@ -274,7 +309,7 @@ class EventStore:
                 )
                 for originator_id, version, topic, state in cursor.fetchall():
                     aggregate_id = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
-                    event = self.mapper.to_domain_event(topic, bytes(state))
+                    event = self.mapper.to_domain_event(originator_id, version, topic, bytes(state))
                     found.setdefault(aggregate_id, []).append(event)
         return found
 
@@ -453,12 +488,24 @@ class EventStore:
         with _failing_as_unusable():
             return library.max_notification_id(self.recorder)
 
-    def read_log(self, cursor: Any, after: int, limit: int) -> list[tuple[int, str, bytes]]:
-        """The log's next ``limit`` events after ``after``, in order: (notification id, topic,
-        state), read in the caller's transaction (so after any lock it holds)."""
-        cursor.execute(f"SELECT {self.notification_id}, topic, state FROM {self.events_table}"
+    def read_log(self, cursor: Any, after: int, limit: int) -> list[tuple[int, Any, int, str, bytes]]:
+        """The log's next ``limit`` events after ``after``, in order: (notification id,
+        originator id and version, topic, state: see :func:`decode_state`), read in the
+        caller's transaction (so after any lock it holds)."""
+        cursor.execute(f"SELECT {self.notification_id}, originator_id, originator_version, topic, state"
+                       f" FROM {self.events_table}"
                        f" WHERE {self.notification_id} > ? ORDER BY {self.notification_id} LIMIT ?", (after, limit))
         return cursor.fetchall()
+
+    def decoded_at(self, cursor: Any, positions: list[int]) -> list[dict[str, Any]]:
+        """The events at these positions of the log, decoded (:func:`decode_state`), in log
+        order, read in the caller's transaction."""
+        if not positions:
+            return []
+        cursor.execute(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table}"
+                       f" WHERE {self.notification_id} IN ({', '.join('?' * len(positions))})"
+                       f" ORDER BY {self.notification_id}", positions)
+        return [decode_state(i, v, t, bytes(s)) for i, v, t, s in cursor.fetchall()]
 
     def head_position(self, cursor: Any) -> int:
         """The log's last notification id (0 when empty), read in the caller's transaction."""

@@ -13,8 +13,9 @@ the storage can change without changing a hash (README, "The leaf recipe"):
     leaf_hash = SHA-256(0x00 ‖ leaf)
 
 that is ``json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
-encoded as UTF-8. orjson writes the same bytes for everything but some floats (``1e-05``), so
-it writes the events that cannot hold a float; the others go through ``json`` when they do.
+encoded as UTF-8. orjson writes the same bytes for everything but the floats below 1e-4 in size
+(``1e-05``; 0 aside) and those that are not finite, so it writes every event without one (a GED
+row's coordinates are not); the others go through ``json``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from uuid import UUID
 import orjson
 
 from tollbook.domain.time import to_micros
-from tollbook.store.eventstore import STORED_TOPICS
+from tollbook.store.eventstore import NONE_LEFT_OUT, STORED_TOPICS, decode_state, is_compact
 from tollbook.store.merkle import leaf_hash
 
 if TYPE_CHECKING:
@@ -45,10 +46,11 @@ INSTANT_FIELDS = {"ClaimReported": ("published_at",), "ClaimRetracted": ("publis
 WITHOUT_FLOATS = frozenset({"ClaimReported", "ClaimRetracted", "ClaimCorrected", "IncidentMerged", "IncidentAbsorbed",
                             "ReleaseRecorded"})
 SKIPPED = "PositionSkipped"  # not an event type: see skipped()
-ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")
+ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")  # decode_state gives all four
 _ZERO = timedelta(0)
 _EPOCH_DAY = date(1970, 1, 1)
 _HEX_ID = re.compile("[0-9a-f]{32}")  # an aggregate id as SQLite holds it
+_LARGEST = 1.7976931348623157e308  # an infinity is larger
 
 
 class Undecodable(ValueError):
@@ -97,10 +99,11 @@ def logged(aggregate_id: Any, version: int, topic: str, state: bytes) -> dict[st
     except (KeyError, TypeError):
         raise Undecodable(f"unknown event type {topic!r}") from None
     try:
-        fields = orjson.loads(state)
+        identity = _id_text(aggregate_id)
+        fields = decode_state(identity, version, topic, state)
         if not isinstance(fields, dict):
             raise Undecodable("its state is not a JSON object")
-        identity = _id_text(aggregate_id)
+        # A state stored before the compact encoding names its aggregate: it must be its row's.
         named = fields["originator_id"]
         if (named != identity and _id_text(named) != identity) or fields["originator_version"] != version:
             raise Undecodable("its state names another aggregate or version than its row")
@@ -127,22 +130,25 @@ def _instant_of(moment: datetime) -> str:
 
 def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple[bytes, bytes]:
     """A new event's state as the store keeps it (its fields as pydantic writes them: the set
-    ones, in the model's order, the store's clock last) and its leaf hash, made from one dict:
-    this is the append path's cost per event, so the JSON is made by orjson, not twice over."""
+    ones, in the model's order, compact as :class:`PydanticMapper` writes them, the store's
+    clock last) and its leaf hash, made from one dict: this is the append path's cost per
+    event, so the JSON is made by orjson, not twice over."""
     values, chosen = event.__dict__, event.model_fields_set
     if len(chosen) == len(values) - 1 and "timestamp" not in chosen:  # all set but the clock: the usual case
         fields = values.copy()
     else:
         fields = {name: value for name, value in values.items() if name in chosen}
     fields.pop("timestamp", None)
-    fields["timestamp"] = recorded_at
-    # A copy of its own size: orjson's bytes keep the 4 KB buffer it wrote them in, and a batch
-    # holds its states until inserted (+90 MB a batch of 16,000 events).
-    state = bytes(memoryview(orjson.dumps(fields, option=orjson.OPT_UTC_Z)))
-    kind = TYPE_OF[type(event)]
+    compact = is_compact(event)
+    if not compact:
+        state = orjson.dumps(fields, option=orjson.OPT_UTC_Z)
     aggregate_id, version = fields.pop("originator_id"), fields.pop("originator_version")
+    if compact:
+        state = orjson.dumps({name: value for name, value in fields.items() if value is not None}
+                             if type(event) in NONE_LEFT_OUT else fields, option=orjson.OPT_UTC_Z)
+    state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
+    kind = TYPE_OF[type(event)]
     recorded_by = fields.pop("recorded_by")
-    del fields["timestamp"]
     for name in INSTANT_FIELDS.get(kind, ()):
         if fields.get(name) is not None:
             fields[name] = _instant_of(fields[name])
@@ -150,14 +156,16 @@ def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple
                                   "recorded_at": recorded_at_text, "recorded_by": recorded_by, "fields": fields}))
 
 
-def _has_float(value: Any) -> bool:
+def _has_odd_float(value: Any) -> bool:
+    """Whether a float orjson writes otherwise than json does is in there."""
     found = [value]
     while found:
         item = found.pop()
         kind = type(item)
         if kind is float:
-            return True
-        if kind is dict:
+            if not (item == 0 or 1e-4 <= abs(item) <= _LARGEST):  # NaN fails both
+                return True
+        elif kind is dict:
             found.extend(item.values())
         elif kind is list:
             found.extend(item)
@@ -166,7 +174,7 @@ def _has_float(value: Any) -> bool:
 
 def leaf(event: dict[str, Any]) -> bytes:
     """The leaf bytes of an event as :func:`logged` gives it."""
-    if event["type"] in WITHOUT_FLOATS or not _has_float(event["fields"]):
+    if event["type"] in WITHOUT_FLOATS or not _has_odd_float(event["fields"]):
         try:
             return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
         except (TypeError, orjson.JSONEncodeError):  # an integer beyond 64 bits: json writes it

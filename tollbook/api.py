@@ -183,7 +183,7 @@ class Tollbook:
         ``as_of``; None if no such incident was recorded by then."""
         self.refresh()
         with self.store.transaction(write=False) as cursor:
-            return queries.incident(cursor, incident_id, as_of=instant(as_of, "--as-of"))
+            return queries.incident(cursor, self.store, incident_id, as_of=instant(as_of, "--as-of"))
 
     @no_cycle_collection
     def rebuild(self, *, batch_size: int | None = None) -> int:
