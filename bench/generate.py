@@ -793,7 +793,6 @@ class _Generator:
 
     def emit_retraction(self, t: int, cl: _Claim) -> list:
         rng = self.rng
-        rnd = rng.random
         if not cl.vers:
             self.push(t + DAY, (_RETRACTION, cl))
             return []

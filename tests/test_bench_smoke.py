@@ -83,7 +83,7 @@ def test_the_whole_benchmark_runs_at_3k_events(tmp_path):
     for label in SIDE_ROWS:
         for cell in side[label]:
             assert NUMBER.search(cell) and "rejected" not in cell, (label, cell)
-    assert re.search(r"`tollbook --help` .* median \d+ ms", report)
+    assert re.search(r"`tollbook --help` .* median [\d,]+ ms", report)
 
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     run = results["sizes"][str(EVENTS)]

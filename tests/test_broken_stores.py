@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, SEED, Runner, _env
+from conftest import ROOT, SEED, Runner, _env
 
 GED = ROOT / "tests" / "data" / "store-aa66c0a" / "ged-20.csv"
 GED_RELEASE = ROOT / "examples" / "ucdp-ged-19.1" / "ged191-myanmar-bangladesh.csv"

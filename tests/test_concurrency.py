@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, _env, is_postgres, log_table, sql, stored_events, strip_recorded
+from conftest import _env, log_table, sql, stored_events
 
 WRITERS = 3
 CORRECTIONS = 10  # per writer and claim, one document per transaction

@@ -321,7 +321,7 @@ def test_an_edited_tree_is_found_by_its_nodes_or_a_checkpoint(signed, run, db_pa
     assert run("--editor", "tester", "ingest", many)[0] == 0
     assert run("checkpoint", "--key", signed / "key", "--out", signed / "cp3")[0] == 0
     drop_guards(db_path)
-    at = _tree_too(db_path)
+    _tree_too(db_path)
     assert_found(verify(run, signed), "the tree's node over positions 1..256")
     assert halves_verified(db_path, monkeypatch) in verify(run, signed)[2]
     assert_found(verify(run, signed, "cp3"), "position 1: ")
