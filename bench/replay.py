@@ -13,6 +13,7 @@ answer into the same shape, so the harness can check that the indexed query and 
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,7 +51,8 @@ def read_log(db: str, upto: int) -> Iterator[tuple[int, str, dict]]:
         for position, aggregate_id, version, topic, state in connection.execute(
                 "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid"):
             event = orjson.loads(state)
-            event["originator_id"] = aggregate_id  # a compact state leaves it to the row (a key here only)
+            # A compact state leaves its aggregate to the row, which SQLite holds as hex.
+            event["originator_id"] = str(uuid.UUID(aggregate_id))
             if event["timestamp"] > upto:  # recorded_at increases along the log
                 return
             yield position, topic, event
