@@ -10,6 +10,7 @@ in ONE transaction (so bulk ingest is fast) while every document gets its own ``
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -73,16 +74,22 @@ def is_compact(event: BaseModel) -> bool:
     return type(event) not in NONE_LEFT_OUT or len(event.model_fields_set) == len(event.__dict__) - 1
 
 
+_HEX_ID = re.compile("[0-9a-f]{32}")  # an aggregate id as SQLite holds it
+
+
+def id_text(value: Any) -> str:
+    """An aggregate id as str(UUID) writes it; raises ValueError when it is none."""
+    if type(value) is str and _HEX_ID.fullmatch(value):  # SQLite's hex: no UUID object needed
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return str(value if isinstance(value, UUID) else UUID(str(value)))
+
+
 def decode_state(originator_id: Any, originator_version: int, topic: str, state: bytes) -> dict[str, Any]:
     """A stored event's members, its originator id (text with dashes) and version among them,
     whichever way it was stored."""
     event = orjson.loads(state)
     if type(event) is dict and "originator_id" not in event:
-        if type(originator_id) is str and len(originator_id) == 32:  # SQLite's hex
-            h = originator_id
-            event["originator_id"] = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        else:
-            event["originator_id"] = str(originator_id)
+        event["originator_id"] = id_text(originator_id)
         event["originator_version"] = originator_version
         for name in _NONE_OF_TOPIC.get(topic, ()):
             event.setdefault(name, None)

@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 import orjson
 
 from tollbook.domain.time import to_micros
-from tollbook.store.eventstore import NONE_LEFT_OUT, STORED_TOPICS, decode_state, is_compact
+from tollbook.store.eventstore import NONE_LEFT_OUT, STORED_TOPICS, decode_state, id_text, is_compact
 from tollbook.store.merkle import leaf_hash
 
 if TYPE_CHECKING:
@@ -49,7 +47,6 @@ SKIPPED = "PositionSkipped"  # not an event type: see skipped()
 ENVELOPE = ("originator_id", "originator_version", "timestamp", "recorded_by")  # decode_state gives all four
 _ZERO = timedelta(0)
 _EPOCH_DAY = date(1970, 1, 1)
-_HEX_ID = re.compile("[0-9a-f]{32}")  # an aggregate id as SQLite holds it
 _LARGEST = 1.7976931348623157e308  # an infinity is larger
 
 
@@ -74,13 +71,6 @@ def _day(days: int) -> str:
     return (_EPOCH_DAY + timedelta(days=days)).isoformat()
 
 
-def _id_text(value: Any) -> str:
-    """An aggregate id as str(UUID) writes it; raises ValueError when it is none."""
-    if type(value) is str and _HEX_ID.fullmatch(value):  # SQLite's hex: no UUID object needed
-        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
-    return str(value if isinstance(value, UUID) else UUID(str(value)))
-
-
 def _text(m: datetime) -> str:
     # Not strftime: slower, and glibc's %Y does not pad the years before 1000.
     return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
@@ -99,13 +89,13 @@ def logged(aggregate_id: Any, version: int, topic: str, state: bytes) -> dict[st
     except (KeyError, TypeError):
         raise Undecodable(f"unknown event type {topic!r}") from None
     try:
-        identity = _id_text(aggregate_id)
-        fields = decode_state(identity, version, topic, state)
+        identity = id_text(aggregate_id)
+        fields = decode_state(aggregate_id, version, topic, state)
         if not isinstance(fields, dict):
             raise Undecodable("its state is not a JSON object")
         # A state stored before the compact encoding names its aggregate: it must be its row's.
         named = fields["originator_id"]
-        if (named != identity and _id_text(named) != identity) or fields["originator_version"] != version:
+        if (named != identity and id_text(named) != identity) or fields["originator_version"] != version:
             raise Undecodable("its state names another aggregate or version than its row")
         recorded_at, recorded_by = fields["timestamp"], fields["recorded_by"]
         if type(recorded_at) is not int or not isinstance(recorded_by, str):
