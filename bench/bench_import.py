@@ -113,6 +113,15 @@ def _rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _peak(phase: dict) -> str:
+    """The phase's peak RSS, and with the projector process beside an import (tollbook/follower.py)
+    the sum of both peaks (an upper bound of what the two held at once)."""
+    if not phase.get("follower_rss_mb"):
+        return f"{phase['max_rss_mb']:.0f} MB"
+    return (f"{phase['max_rss_mb'] + phase['follower_rss_mb']:.0f} MB ({phase['max_rss_mb']:.0f} + "
+            f"{phase['follower_rss_mb']:.0f} MB follower)")
+
+
 def phase_floor(db: str, path: str) -> dict:
     """Python's csv module reading every row and sqlite3 inserting it whole (executemany)."""
     start = time.perf_counter()
@@ -140,7 +149,8 @@ def phase_import(db: str, path: str, release: str, published_at: str, complete: 
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "import_seconds": imported, "rows": summary.rows, "imported": summary.imported,
             "unchanged": summary.unchanged, "widened": summary.widened, "rejected": len(summary.rejected),
-            "retracted": summary.retracted, "max_rss_mb": _rss()}
+            "retracted": summary.retracted, "max_rss_mb": _rss(),
+            "follower_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def run_phase(*args: str) -> dict:
@@ -237,18 +247,18 @@ def main(argv: list[str] | None = None) -> int:
         f"| fresh import | {fresh['import_seconds']:.1f} | {fresh['import_seconds'] / base:.1f}× | "
         f"{rows / fresh['import_seconds']:,.0f} | |",
         f"| fresh import + first `tally --by year` | {fresh['seconds']:.1f} | **{fresh['seconds'] / base:.1f}×** | "
-        f"{rows / fresh['seconds']:,.0f} | {fresh['max_rss_mb']:.0f} MB |",
+        f"{rows / fresh['seconds']:,.0f} | {_peak(fresh)} |",
         f"| unchanged re-import | {again['seconds']:.1f} | **{again['seconds'] / base:.1f}×** | "
-        f"{rows / again['seconds']:,.0f} | {again['max_rss_mb']:.0f} MB |",
+        f"{rows / again['seconds']:,.0f} | {_peak(again)} |",
         f"| next release (2% changed, 1% gone, --complete: {later['retracted']:,} claims retracted) + tally "
         f"| {later['seconds']:.1f} | **{later['seconds'] / base:.1f}×** | {later['rows'] / later['seconds']:,.0f} | "
-        f"{later['max_rss_mb']:.0f} MB |",
+        f"{_peak(later)} |",
     ]
     if postgres:
         lines.append(f"| fresh import into PostgreSQL | {postgres['import_seconds']:.1f} | "
                      f"{postgres['import_seconds'] / base:.1f}× | {rows / postgres['import_seconds']:,.0f} "
                      f"(**{fresh['import_seconds'] / postgres['import_seconds']:.2f}×** SQLite's) | "
-                     f"{postgres['max_rss_mb']:.0f} MB |")
+                     f"{_peak(postgres)} |")
     total = sum(sizes.values())
     lines += ["", f"Store after the fresh import and first tally: {total / 1e6:.0f} MB, "
               f"**{total / rows / 1000:.2f} KB a row** (the CSV: {first.stat().st_size / rows / 1000:.2f} KB a row).", "",

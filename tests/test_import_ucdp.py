@@ -463,3 +463,26 @@ def test_complete_reads_the_store_page_by_page_whatever_the_page_size(tmp_path):
                  for size in (1, 3, 5, 7, 5000)}
         assert len(pages[5000]) == 40 * 5
         assert all(found == pages[5000] for found in pages.values())
+
+
+def test_a_projector_process_beside_a_long_import_leaves_the_first_query_nothing_to_do(stores, monkeypatch):
+    """The second core: beside the import of a file of ALONGSIDE_BYTES or more, a projector runs in
+    a process of its own (tollbook/follower.py); once the import returns it has projected every
+    event of its rows, and the answers are those of the same import projected afterwards."""
+    import tollbook.follower
+    from tollbook.projections.queries import GROUPINGS
+    from test_import_equivalence import without_clock
+
+    size = DATA.stat().st_size
+    with Tollbook(stores.new(), editor="tester") as beside, Tollbook(stores.new(), editor="tester") as after:
+        monkeypatch.setattr(tollbook.follower, "ALONGSIDE_BYTES", size)
+        assert beside.import_ucdp(str(DATA), release="19.1", published_at=P1).imported == 3194
+        head = beside.store.last_position()  # the last event is the release's receipt, stored after the rows
+        assert set(beside.projector.positions().values()) == {head - 1}
+        monkeypatch.setattr(tollbook.follower, "ALONGSIDE_BYTES", size + 1)
+        assert after.import_ucdp(str(DATA), release="19.1", published_at=P1).imported == 3194
+        assert set(after.projector.positions().values()) == {0}
+        for by in GROUPINGS:
+            assert without_clock(beside.tally(by=by)) == without_clock(after.tally(by=by))
+        assert without_clock(beside.history(incident="ucdp-ged:71686")) == without_clock(
+            after.history(incident="ucdp-ged:71686"))

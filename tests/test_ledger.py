@@ -272,6 +272,56 @@ def test_a_transaction_read_in_pieces_projects_as_one_read(book, db_path):
     assert rows() == projected
 
 
+@pytest.mark.parametrize("rival", ["projects the same batch", "rebuilds"])
+def test_a_batch_worked_out_while_another_projector_wrote_is_worked_out_again(book, db_path, monkeypatch, rival):
+    """A projector works its batch out without the write lock. If another one (another
+    process's: a follower beside an import, a rebuild) writes the projections meanwhile, the
+    batch is not written as worked out (it would be applied twice, or on stale state): it is
+    worked out again under the lock, and the read models come out as one projector makes them."""
+    from bench.generate import generate
+    from tollbook.api import Tollbook
+    from tollbook.projections.projector import Projector
+
+    lines = [json.dumps(d) for d in generate(600, seed=5)]
+    assert book.ingest(lines[:100]).rejected == []
+    book.refresh()
+    assert book.ingest(lines[100:]).accepted > 100
+    other = Tollbook(db_path, editor="other")
+    rivals = [other.refresh if rival == "projects the same batch" else other.rebuild]
+    worked_out = []
+    project = Projector._project
+
+    def racing(self, cursor, *, locked):
+        found = project(self, cursor, locked=locked)
+        if self is book.projector:
+            worked_out.append(locked)
+            if rivals:  # before it takes the lock, the rival writes
+                rivals.pop()()
+        return found
+
+    monkeypatch.setattr(Projector, "_project", racing)
+    try:
+        assert book.refresh() == 0  # it applied nothing: the rival had projected it all
+    finally:
+        other.close()
+    assert worked_out[0] is False and True in worked_out  # worked out again, under the lock
+    monkeypatch.undo()
+
+    def tables():
+        return {table: sorted(sql(db_path, f"SELECT * FROM {table}"), key=repr)
+                for table in ("tb_entries", "tb_counting", "tb_incidents", "tb_canonical", "tb_merges", "tb_releases")}
+
+    projected = tables()
+    book.rebuild()
+    assert tables() == projected
+    book.ingest([report("m", "2024-01-01", claim("m1", "S", 1), claim("m2", "T", 2),
+                        incidents=(incident("m1"), incident("m2"))), doc("merge", incident_id="m1", into="m2")])
+    worked_out.clear()
+    monkeypatch.setattr(Projector, "_project", racing)
+    assert book.refresh() > 0 and worked_out == [False, True]  # a merge is projected under the lock
+    assert [(r["key"], r["sources"]) for r in book.tally()["rows"] if r["key"] in ("m1", "m2")] == [("m2", ["S", "T"])]
+
+
 def test_a_projection_that_keeps_failing_is_not_retried_for_ever(book, monkeypatch):
     """A batch refused because another process projected it first is read again; one refused
     every time is a fault, raised after a few tries instead of looped on."""

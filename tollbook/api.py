@@ -13,11 +13,13 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tollbook.domain.tally import POLICIES
 from tollbook.domain.time import CLOCK_SKEW, check_moment, format_instant, parse_instant, to_micros
+from tollbook.follower import projecting_alongside
 from tollbook.projections import queries
 from tollbook.projections.projector import Projector
 from tollbook.store.eventstore import EventStore, open_store
@@ -122,6 +124,11 @@ class Tollbook:
         from tollbook.commands.importers.acled import import_acled_deletions
 
         return import_acled_deletions(self, path, encoding=encoding, progress=progress)
+
+    def projecting_alongside(self, size: int) -> AbstractContextManager[None]:
+        """While an import reads ``size`` bytes of rows: a projector in a process of its own
+        beside it, if the input is long enough to be worth one (tollbook/follower.py)."""
+        return projecting_alongside(self.db, size) if self.refresh_on_read else nullcontext()
 
     @no_cycle_collection
     def releases(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import gc
 import math
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,6 +37,8 @@ class Book(Protocol):
     editor: str
 
     def refresh(self) -> int: ...
+
+    def projecting_alongside(self, size: int) -> AbstractContextManager[None]: ...
 
 
 # Aggregates are touched about once per import; a small cache keeps memory flat.
@@ -277,7 +279,8 @@ def ingest_rows(book: Book, rows: CsvRows, builder: RowBuilder, summary: ImportS
     from tollbook.commands.ingest import IngestStopped
 
     try:
-        result = _ingest(book, documents())
+        with book.projecting_alongside(rows.size or 0):  # the second core projects the rows' events
+            result = _ingest(book, documents())
     except IngestStopped as stopped:  # a full disk: the summary says how far it got
         count(stopped.result)
         raise ImportStopped(stopped, summary) from stopped
