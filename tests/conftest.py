@@ -236,6 +236,34 @@ class Runner:
         return [self._finish(s) for s in started]
 
 
+def run_here(db: str, *args) -> tuple[int, str, str]:
+    """The command line run in this process, as its entry point runs it (``tollbook.cli.main``,
+    the exit status from its SystemExit), with ``TOLLBOOK_DB`` set to ``db`` and no other
+    ``TOLLBOOK_`` variable: ``(code, stdout, stderr)``. For the tests that run it hundreds of times."""
+    import contextlib
+    import io
+
+    from tollbook.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_argv = dict(os.environ), sys.argv
+    os.environ.clear()
+    os.environ.update(_env(db, None))
+    sys.argv = ["tollbook", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture
 def run(db_path: str, tmp_path: Path) -> Runner:
     return Runner(db_path, tmp_path)

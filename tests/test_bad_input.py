@@ -8,21 +8,22 @@ blank line 2, which still counts as a line), and checks:
   that was given the same documents without the bad one, and answers tally/history the same.
 
 A rule's test is marked ``@pytest.mark.bad(document)`` and calls ``reject()``, which checks all
-of the above and returns the message after ``line 3: ``. The CLI runs of every selected rule are
-started together (module fixture ``launched``), each on its own store: on SQLite and, with
-``TOLLBOOK_TEST_POSTGRES``, on PostgreSQL. The control store is SQLite either way, so the
-PostgreSQL runs are also compared with SQLite's.
+of the above and returns the message after ``line 3: ``. Each rule runs on its own store: on
+SQLite and, with ``TOLLBOOK_TEST_POSTGRES``, on PostgreSQL. The control store is SQLite either
+way, so the PostgreSQL runs are also compared with SQLite's. The command line runs in the test's
+own process (``run_here``: the entry point's ``main``, as ``python -m tollbook`` runs it), since
+a process of its own costs half a second and this module has some 200 of them; tests/test_cli.py
+runs it as a process.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 import pytest
 
-from conftest import Runner, Stores, drop_schemas, event_count, postgres_base, signature, stored_events, strip_recorded
+from conftest import event_count, run_here, signature, stored_events, strip_recorded
 
 INCIDENT = {"incident_id": "i1", "title": "Shelling of Ardin", "occurred_from": "2024-01-01",
             "country": "Examplestan", "admin1": "North", "place": "Ardin"}
@@ -84,62 +85,33 @@ def control(tmp_path):
         yield book
 
 
-@dataclass
-class Launched:
-    db: str
-    before: int
-    started: object
+@pytest.fixture
+def db_path(request, stores) -> str:
+    """A rule's store holds SETUP (stored through the API); any other test's store is new."""
+    db = stores.new("t")
+    if request.node.get_closest_marker("bad") is not None:
+        from tollbook.api import Tollbook
 
-
-@pytest.fixture(scope="module")
-def launched(request, tmp_path_factory):
-    """Each selected rule's store (SETUP stored through the API) and its CLI run over
-    ``[GOOD_BEFORE, "", bad, GOOD_AFTER]``, all started at once: a CLI call costs about a second."""
-    from tollbook.api import Tollbook
-
-    runs: dict[str, Launched] = {}
-    schemas: list[str] = []
-    for item in request.session.items:
-        marker = item.get_closest_marker("bad")
-        if marker is None or item.module is not request.module:
-            continue
-        kind = item.callspec.params.get("store_kind", "sqlite") if hasattr(item, "callspec") else "sqlite"
-        if kind == "postgres" and not postgres_base():
-            continue  # skipped by its store_kind fixture
-        folder = tmp_path_factory.mktemp("bad")
-        db = Stores(kind, folder, schemas).new("t")
         with Tollbook(db, editor="tester") as book:
             result = book.ingest([json.dumps(d) for d in SETUP])
             assert result.accepted == 2 and not result.rejected
-        bad = marker.args[0]
-        path = folder / "docs.jsonl"
-        path.write_text("\n".join([json.dumps(GOOD_BEFORE), "", bad if isinstance(bad, str) else json.dumps(bad),
-                                    json.dumps(GOOD_AFTER)]) + "\n")
-        runner = Runner(db, folder)
-        runs[item.nodeid] = Launched(db, event_count(db), runner._popen(("ingest", path), input=None, env=None,
-                                                                         db=..., cwd=None))
-    yield runs
-    for run in runs.values():
-        run.started[0].kill()
-        run.started[0].communicate()
-    drop_schemas(schemas)
+    return db
 
 
 @pytest.fixture
-def db_path(request, launched, stores) -> str:
-    run = launched.get(request.node.nodeid)
-    return run.db if run else stores.new("t")
-
-
-@pytest.fixture
-def reject(request, launched, book, db_path, control):
-    """For a test marked ``bad(document)``: ``reject()`` checks the exit status, the one line on
-    stderr, the summary and that nothing of the document was stored, and returns the message
-    after ``line 3: `` (called from the test, so a failure is the test's, not the fixture's)."""
-    run = launched[request.node.nodeid]
+def reject(request, book, db_path, control, tmp_path):
+    """For a test marked ``bad(document)``: ``reject()`` runs the command line's ingest over
+    ``[GOOD_BEFORE, "", bad, GOOD_AFTER]``, checks the exit status, the one line on stderr, the
+    summary and that nothing of the document was stored, and returns the message after
+    ``line 3: `` (called from the test, so a failure is the test's, not the fixture's)."""
+    bad = request.node.get_closest_marker("bad").args[0]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join([json.dumps(GOOD_BEFORE), "", bad if isinstance(bad, str) else json.dumps(bad),
+                                json.dumps(GOOD_AFTER)]) + "\n")
+    before = event_count(db_path)
 
     def check() -> str:
-        code, out, err = Runner._finish(run.started)
+        code, out, err = run_here(db_path, "ingest", path)
         assert code == 1, (out, err)
         assert "Traceback" not in err
         errors = err.splitlines()
@@ -150,7 +122,7 @@ def reject(request, launched, book, db_path, control):
         # Exactly the good documents' events were added, nothing of the bad one.
         mine, theirs = stored_events(db_path), stored_events(control.db)
         assert sorted(map(signature, mine)) == sorted(map(signature, theirs))
-        assert event_count(db_path) == event_count(control.db) > run.before
+        assert event_count(db_path) == event_count(control.db) > before
         assert answers(book) == answers(control)
         book.rebuild()
         assert answers(book) == answers(control)
@@ -419,7 +391,7 @@ def test_rejections_do_not_stop_the_rest(book):
 
 # -- issue 11: what no document may hold, each class a parametrised test ------------------------
 # Each case is ``case(document, expected message after "line 3: ")``: the document is marked
-# ``bad`` for the launched CLI runs, and ``reject()`` checks all of the module docstring's points.
+# ``bad`` for the CLI run, and ``reject()`` checks all of the module docstring's points.
 
 def case(document, expected: str, name: str):
     return pytest.param(document, expected, marks=pytest.mark.bad(document), id=name)
