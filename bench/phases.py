@@ -25,6 +25,8 @@ import orjson
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+from tollbook.store.eventstore import state_json  # noqa: E402  (after the path)
+
 HOUR_US = 3_600_000_000
 
 
@@ -186,7 +188,7 @@ def _raw_read(db: str) -> tuple[int, float]:
     start = time.perf_counter()
     decoded = 0
     for _, _, state in reader.execute("SELECT rowid, topic, state FROM stored_events ORDER BY rowid"):
-        orjson.loads(state)
+        orjson.loads(state_json(state))
         decoded += 1
     seconds = time.perf_counter() - start
     reader.close()
@@ -325,7 +327,7 @@ def queries(db: str, kinds: list[str], samples: int, heavy_samples: int, replay_
 
         def recorded_at(position: int) -> int:
             cursor.execute(f"SELECT state FROM {store.events_table} WHERE {store.notification_id} = ?", (position,))
-            return orjson.loads(bytes(cursor.fetchone()[0]))["timestamp"]
+            return orjson.loads(state_json(bytes(cursor.fetchone()[0])))["timestamp"]
 
         def incident_point() -> dict:
             incident, first = rng.choice(incidents)

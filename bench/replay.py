@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from tollbook.store.eventstore import state_json
+
 FOREVER = 2**62
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -50,7 +52,7 @@ def read_log(db: str, upto: int) -> Iterator[tuple[int, str, dict]]:
     try:
         for position, aggregate_id, version, topic, state in connection.execute(
                 "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid"):
-            event = orjson.loads(state)
+            event = orjson.loads(state_json(state))
             # A compact state leaves its aggregate to the row, which SQLite holds as hex.
             event["originator_id"] = str(uuid.UUID(aggregate_id))
             if event["timestamp"] > upto:  # recorded_at increases along the log

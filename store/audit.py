@@ -20,6 +20,7 @@ from tollbook.domain.tally import Candidate, current
 from tollbook.domain.time import format_instant, format_recorded, to_micros
 from tollbook.store import merkle
 from tollbook.store.leaf import Undecodable, hash_of, leaf, logged, printed, skipped, skipped_hash
+from tollbook.store.eventstore import state_json
 from tollbook.store.log import TILE, StoreDamaged, TreeReader
 from tollbook.store.note import Checkpoint, NoteError, Signer, Verifier, open_note
 
@@ -374,7 +375,7 @@ def as_of_checkpoint(store: EventStore, size: int) -> int | None:
     """The recorded_at of the event at ``size``: what a checkpoint of that size saw."""
     with store.transaction(write=False) as cursor:
         for chunk in store.log.events(cursor, size - 1, 1):
-            return orjson.loads(chunk[0][4])["timestamp"]
+            return orjson.loads(state_json(bytes(chunk[0][4])))["timestamp"]
     return None
 
 

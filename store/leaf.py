@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tollbook.domain.time import to_micros
-from tollbook.store.eventstore import NONE_LEFT_OUT, STORED_TOPICS, decode_state, id_text, is_compact
+from tollbook.store.eventstore import NONE_LEFT_OUT, STORED_TOPICS, decode_state, encode_state, id_text, is_compact
 from tollbook.store.merkle import leaf_hash
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple
     if compact:
         state = orjson.dumps({name: value for name, value in fields.items() if value is not None}
                              if type(event) in NONE_LEFT_OUT else fields, option=orjson.OPT_UTC_Z)
-    state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
+    state = encode_state(b'%s,"timestamp":%d}' % (state[:-1], recorded_at))
     kind = TYPE_OF[type(event)]
     recorded_by = fields.pop("recorded_by")
     for name in INSTANT_FIELDS.get(kind, ()):

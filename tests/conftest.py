@@ -32,6 +32,8 @@ from uuid import UUID
 
 import pytest
 
+from tollbook.store.eventstore import state_json
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SEED = EXAMPLES / "seed-2018-09-09.jsonl"
@@ -310,7 +312,7 @@ def stored_events(path: str) -> list[dict]:
     """Every stored event, in log order: ids, topic and state (with its ``timestamp``)."""
     table, order = log_table(path)
     rows = sql(path, f"SELECT originator_id, originator_version, topic, state FROM {table} ORDER BY {order}")
-    return [{"originator_id": UUID(str(o)).hex, "originator_version": v, "topic": t, "state": json.loads(bytes(s))}
+    return [{"originator_id": UUID(str(o)).hex, "originator_version": v, "topic": t, "state": json.loads(state_json(bytes(s)))}
             for o, v, t, s in rows]
 
 

@@ -35,6 +35,8 @@ from uuid import UUID
 import orjson
 import pytest
 
+from tollbook.store.eventstore import state_json
+
 from conftest import (_admin, _env, event_count, is_postgres, log_table, session_stores, sql, stored_events,
                       strip_recorded)
 
@@ -371,7 +373,7 @@ def signatures(db: str) -> list[tuple[int, bytes]]:
     found = []
     for originator_id, version, topic, state in sql(
             db, f"SELECT originator_id, originator_version, topic, state FROM {table} ORDER BY {order}"):
-        state = orjson.loads(bytes(state))
+        state = orjson.loads(state_json(bytes(state)))
         at = state.pop("timestamp")
         del state["recorded_by"]
         found.append((at, orjson.dumps([UUID(str(originator_id)).hex, version, topic, state],

@@ -62,8 +62,12 @@ def _ddl(db: str, statement: str, params: tuple = ()) -> None:
 
 
 def state_at(db: str, position: int) -> bytes:
+    """The JSON of the event at ``position`` (stored compressed; :func:`set_state` may write it back as
+    JSON, which the store reads as a state written by earlier code)."""
+    from tollbook.store.eventstore import state_json
+
     table, column = log_table(db)
-    return bytes(sql(db, f"SELECT state FROM {table} WHERE {column} = ?", (position,))[0][0])
+    return state_json(bytes(sql(db, f"SELECT state FROM {table} WHERE {column} = ?", (position,))[0][0]))
 
 
 def set_state(db: str, position: int, state: bytes) -> None:
