@@ -2,7 +2,9 @@
 rows, every phase in its own process so its peak memory (max RSS) is its own, each timed
 against the floor measured in the same run (Python csv + sqlite3 executemany of every row):
 
-1. fresh import, then the first ``tally --by year`` (the projections catch up);
+0. the events alone: each row's events made and hashed as the import makes them, with no store;
+1. fresh import, then the first ``tally --by year`` (the projections catch up; a file of 4 MB or
+   more has a projector process beside the import, tollbook/follower.py: its peak RSS is added);
 2. the same file again (unchanged);
 3. the next release: 2% of the rows with changed figures, 1% gone, ``--complete``, then a tally;
 4. the store's bytes per row, by table and index (SQLite's dbstat);
@@ -136,6 +138,33 @@ def phase_floor(db: str, path: str) -> dict:
     return {"seconds": time.perf_counter() - start, "max_rss_mb": _rss()}
 
 
+def phase_events(path: str) -> dict:
+    """What the event model costs alone, with no store: every row's document built, parsed and
+    decided as on an empty store (no reads), and its events' stored states and leaf hashes made,
+    as the import does, in one thread: the least Python an import of these rows can do today."""
+    from tollbook.commands.documents import parse
+    from tollbook.commands.handlers import Unit, handle
+    from tollbook.commands.importers.csvrows import BadRow, CsvRows
+    from tollbook.commands.importers.ucdp import COLUMNS, UcdpRelease
+    from tollbook.store.leaf import recorded_text, stored
+
+    builder = UcdpRelease("1", "2019-06-01T00:00:00+00:00", remember_ids=False)
+    start = time.perf_counter()
+    events = 0
+    with CsvRows(path, required=COLUMNS, kind="a UCDP GED") as rows:
+        for row in rows:
+            if isinstance(row, BadRow):
+                continue
+            command, content_hash = parse(builder.document(row))
+            unit = Unit(lambda aggregate_id, evolve: None, "bench")
+            handle(command, content_hash, unit)
+            at = 1_764_000_000_000_000 + events
+            for event in unit.events:
+                stored(event, at, recorded_text(at))
+            events += len(unit.events)
+    return {"seconds": time.perf_counter() - start, "events": events, "max_rss_mb": _rss()}
+
+
 def phase_import(db: str, path: str, release: str, published_at: str, complete: str, tally: str) -> dict:
     from tollbook.api import Tollbook
 
@@ -203,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     if options.phase:
         name, *args = options.phase
-        print(json.dumps({"floor": phase_floor, "import": phase_import}[name](*args)))
+        print(json.dumps({"floor": phase_floor, "events": phase_events, "import": phase_import}[name](*args)))
         return 0
 
     folder = Path(options.keep) if options.keep else Path(tempfile.mkdtemp(prefix="tollbook-bench-"))
@@ -216,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     _remove(floor_db)
     _remove(db)
     floor = run_phase("floor", str(floor_db), str(first))
+    events = run_phase("events", str(first))
     fresh = run_phase("import", str(db), str(first), "1", "2019-06-01", "0", "1")
     assert fresh["imported"] == fresh["rows"], fresh
     sizes = store_bytes(db)
@@ -244,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
         f"| floor: csv + sqlite3 executemany of every row | {base:.1f} | 1.0× | {rows / base:,.0f} | "
         f"{floor['max_rss_mb']:.0f} MB |",
+        f"| the events alone: every row parsed, decided on an empty store, its {events['events'] / rows:.0f} events' "
+        f"states and leaf hashes made (no store) | {events['seconds']:.1f} | {events['seconds'] / base:.1f}× | "
+        f"{rows / events['seconds']:,.0f} | |",
         f"| fresh import | {fresh['import_seconds']:.1f} | {fresh['import_seconds'] / base:.1f}× | "
         f"{rows / fresh['import_seconds']:,.0f} | |",
         f"| fresh import + first `tally --by year` | {fresh['seconds']:.1f} | **{fresh['seconds'] / base:.1f}×** | "

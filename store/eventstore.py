@@ -270,6 +270,9 @@ class EventStore:
     def __init__(self, location: Location):
         self.location = location
         self.is_postgres = location.is_postgres
+        # SQLite's page cache for a write transaction, in KiB (see _begin); a process that only
+        # writes small batches (tollbook/follower.py) keeps less.
+        self.write_cache_kib = 65_536
         self._writer: ThreadPoolExecutor | None = None
         self._last_behind: Future[None] | None = None  # the last batch written behind, whoever's
         self.mapper = PydanticMapper()
@@ -430,7 +433,7 @@ class EventStore:
                 cursor.execute("PRAGMA secure_delete=OFF")
                 # Writes land all over the indexes (ids are random): in SQLite's default 2 MB
                 # page cache a big batch evicts index pages and writes them again.
-                cursor.execute("PRAGMA cache_size = -65536")  # KiB
+                cursor.execute(f"PRAGMA cache_size = -{int(self.write_cache_kib)}")
             else:
                 # A read gains little from a big cache, and a connection keeps what it cached: a
                 # re-import reading receipts all over a big log grew by the cache (issue 11, item 5).

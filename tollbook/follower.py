@@ -63,6 +63,9 @@ def main() -> None:
         from tollbook.store.memory import without_cycle_collection
 
         with Tollbook(os.environ["TOLLBOOK_DB"]) as book, without_cycle_collection():
+            # Small batches and a small page cache: its memory is the import's besides its own.
+            book.store.write_cache_kib = 16_384
+            book.projector.read = 10_000
             book.projector.follow(stop, poll=0.2)
             book.projector.catch_up()  # what the import wrote last: its first query finds it done
     except BaseException:  # the parent's catch-up reports what failed
