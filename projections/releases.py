@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tollbook.domain.release import COUNTS
 from tollbook.domain.time import format_instant, format_recorded, to_micros
 from tollbook.projections.projector import Event, Projection
 
 RELEASE_RECORDED = "domain.release:ReleaseRecorded"
+# A receipt's row counts (domain.release.COUNTS, which tests/test_releases.py checks this against),
+# written out so that reading needs no model: a query's process never imports pydantic.
+COUNTS = ("rows", "imported", "unchanged", "widened", "rejected", "retracted", "not_found")
 COLUMNS = ("position", "name", "importer", "file", "sha256", "encoding", "complete", *COUNTS, "published_at",
            "recorded_at", "recorded_by")
 TABLES = {

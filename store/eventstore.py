@@ -27,10 +27,6 @@ from uuid import UUID
 import orjson
 import zstandard
 
-from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
-from tollbook.domain.document import DocumentReceived
-from tollbook.domain.incident import IncidentAbsorbed, IncidentAmended, IncidentDefined, IncidentMerged
-from tollbook.domain.release import ReleaseRecorded
 from tollbook.domain.time import from_micros, to_micros
 from tollbook.store import eventsourcing_adapter as library
 
@@ -43,20 +39,36 @@ if TYPE_CHECKING:
 # Each event type is stored under a fixed topic: its module path from before the folders
 # installed as tollbook.* (for the types of that time). They are names now, never a place to
 # import from, written out so that moving or renaming a class changes no stored event;
-# eventsourcing resolves them as registered. The part after the colon is the type's stable name
-# in the log and its Merkle leaves (store/leaf.py).
-STORED_TOPICS: dict[type[DomainEvent], str] = {
-    ClaimReported: "domain.claim:ClaimReported",
-    ClaimRetracted: "domain.claim:ClaimRetracted",
-    ClaimCorrected: "domain.claim:ClaimCorrected",
-    IncidentDefined: "domain.incident:IncidentDefined",
-    IncidentAmended: "domain.incident:IncidentAmended",
-    IncidentMerged: "domain.incident:IncidentMerged",
-    IncidentAbsorbed: "domain.incident:IncidentAbsorbed",
-    DocumentReceived: "domain.document:DocumentReceived",
-    ReleaseRecorded: "domain.release:ReleaseRecorded",
+# eventsourcing resolves them as registered (event_types). The part after the colon is the
+# type's stable name in the log and its Merkle leaves (store/leaf.py). Keyed by the class's
+# name, so that reading the store needs no model: a query's process never imports pydantic.
+STORED_TOPICS: dict[str, str] = {
+    "ClaimReported": "domain.claim:ClaimReported",
+    "ClaimRetracted": "domain.claim:ClaimRetracted",
+    "ClaimCorrected": "domain.claim:ClaimCorrected",
+    "IncidentDefined": "domain.incident:IncidentDefined",
+    "IncidentAmended": "domain.incident:IncidentAmended",
+    "IncidentMerged": "domain.incident:IncidentMerged",
+    "IncidentAbsorbed": "domain.incident:IncidentAbsorbed",
+    "DocumentReceived": "domain.document:DocumentReceived",
+    "ReleaseRecorded": "domain.release:ReleaseRecorded",
 }
-library.register_topics(STORED_TOPICS)
+
+
+@lru_cache(maxsize=1)
+def event_types() -> dict[str, type[DomainEvent]]:
+    """The domain's event types by name, registered under their stored topics: imported when an
+    event is first loaded as a model (the write side), not by a process that only reads."""
+    from tollbook.domain.claim import ClaimCorrected, ClaimReported, ClaimRetracted
+    from tollbook.domain.document import DocumentReceived
+    from tollbook.domain.incident import IncidentAbsorbed, IncidentAmended, IncidentDefined, IncidentMerged
+    from tollbook.domain.release import ReleaseRecorded
+
+    types: dict[str, type[DomainEvent]] = {cls.__name__: cls for cls in (
+        ClaimReported, ClaimRetracted, ClaimCorrected, IncidentDefined, IncidentAmended, IncidentMerged,
+        IncidentAbsorbed, DocumentReceived, ReleaseRecorded)}
+    library.register_topics({cls: STORED_TOPICS[name] for name, cls in types.items()})
+    return types
 
 _CLOCK = {"timestamp"}  # an event's own timestamp is a placeholder; the store stamps it
 # The compact encoding (issue 14): a state leaves out its originator id and version (the row's
@@ -64,17 +76,16 @@ _CLOCK = {"timestamp"}  # an event's own timestamp is a placeholder; the store s
 # make them), the members that are None. Decoding gives every member back; a state stored before
 # (or of a claim with members unset) keeps the id and version, and reads as it always did.
 _LEFT_OUT = {"timestamp", "originator_id", "originator_version"}
-NONE_LEFT_OUT: dict[type[DomainEvent], tuple[str, ...]] = {
-    ClaimReported: tuple(name for name, info in ClaimReported.model_fields.items()
-                         if not info.is_required() and info.default is None),
-}
-_NONE_OF_TOPIC = {STORED_TOPICS[event_type]: names for event_type, names in NONE_LEFT_OUT.items()}
+# By type name: the members whose default is None, in the model's order (tests/test_ledger.py
+# checks them against the model).
+NONE_LEFT_OUT: dict[str, tuple[str, ...]] = {"ClaimReported": ("best", "qualifier", "quote", "note")}
+_NONE_OF_TOPIC = {STORED_TOPICS[name]: names for name, names in NONE_LEFT_OUT.items()}
 
 
 def is_compact(event: BaseModel) -> bool:
     """Whether the event is stored in the compact encoding: all but one that has members unset
     whose None the decoding would give back."""
-    return type(event) not in NONE_LEFT_OUT or len(event.model_fields_set) == len(event.__dict__) - 1
+    return type(event).__name__ not in NONE_LEFT_OUT or len(event.model_fields_set) == len(event.__dict__) - 1
 
 
 _HEX_ID = re.compile("[0-9a-f]{32}")  # an aggregate id as SQLite holds it
@@ -152,14 +163,15 @@ class PydanticMapper:
         compact = is_compact(event)
         state = event.__pydantic_serializer__.to_json(
             event, exclude_unset=True, exclude=_LEFT_OUT if compact else _CLOCK,
-            exclude_none=compact and type(event) in NONE_LEFT_OUT)
+            exclude_none=compact and type(event).__name__ in NONE_LEFT_OUT)
         state = b'%s,"timestamp":%d}' % (state[:-1], recorded_at)
         return (event.originator_id, event.originator_version,  # type: ignore[attr-defined]
-                STORED_TOPICS[type(event)], encode_state(state))
+                STORED_TOPICS[type(event).__name__], encode_state(state))
 
     def to_domain_event(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> Any:
         values = decode_state(originator_id, originator_version, topic, state)
         values["timestamp"] = from_micros(values["timestamp"])
+        event_types()  # registered
         return library.resolve_topic(topic)(**values)
 
 

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from tollbook.domain.events import DomainEvent
 
 # A type's stable name is its stored topic's part after the colon (store/eventstore.py).
-TYPE_OF = {event_type: topic.rpartition(":")[2] for event_type, topic in STORED_TOPICS.items()}
-TYPE_OF_TOPIC = {STORED_TOPICS[event_type]: name for event_type, name in TYPE_OF.items()}
+TYPE_OF = {class_name: topic.rpartition(":")[2] for class_name, topic in STORED_TOPICS.items()}
+TYPE_OF_TOPIC = {STORED_TOPICS[class_name]: name for class_name, name in TYPE_OF.items()}
 INSTANT_FIELDS = {"ClaimReported": ("published_at",), "ClaimRetracted": ("published_at",),
                   "ClaimCorrected": ("published_at",), "DocumentReceived": ("published_at",),
                   "ReleaseRecorded": ("published_at",)}
@@ -135,9 +135,9 @@ def stored(event: DomainEvent, recorded_at: int, recorded_at_text: str) -> tuple
     aggregate_id, version = fields.pop("originator_id"), fields.pop("originator_version")
     if compact:
         state = orjson.dumps({name: value for name, value in fields.items() if value is not None}
-                             if type(event) in NONE_LEFT_OUT else fields, option=orjson.OPT_UTC_Z)
+                             if type(event).__name__ in NONE_LEFT_OUT else fields, option=orjson.OPT_UTC_Z)
     state = encode_state(b'%s,"timestamp":%d}' % (state[:-1], recorded_at))
-    kind = TYPE_OF[type(event)]
+    kind = TYPE_OF[type(event).__name__]
     recorded_by = fields.pop("recorded_by")
     for name in INSTANT_FIELDS.get(kind, ()):
         if fields.get(name) is not None:

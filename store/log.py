@@ -248,7 +248,7 @@ class Log:
                 state, found = stored(event, last, text)
                 position += 1
                 append(found)
-                rows.append((position, event.originator_id, event.originator_version, STORED_TOPICS[type(event)],
+                rows.append((position, event.originator_id, event.originator_version, STORED_TOPICS[type(event).__name__],
                              state))
                 leaves.append((position, found))
         tree.on_node = None

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, sql
 
-from tollbook.domain.claim import ClaimRetracted
 from tollbook.domain.ids import incident_uuid
 from tollbook.domain.incident import IncidentDefined
 from tollbook.domain.time import to_micros
 from tollbook.store import eventsourcing_adapter as library
-from tollbook.store.eventstore import STORED_TOPICS, Conflict, EventStore, Location
+from tollbook.store.eventstore import NONE_LEFT_OUT, STORED_TOPICS, Conflict, EventStore, Location, event_types
 
 OLD_STORE = ROOT / "tests" / "data" / "store-aa66c0a" / "store.db"
 
@@ -108,9 +107,30 @@ def test_postgres_append_notifies_the_library_channel_on_commit(store, stores):
 
 
 def test_stored_topics_resolve_through_the_registry():
-    for event_type, topic in STORED_TOPICS.items():
-        assert library.resolve_topic(topic) is event_type
-    assert STORED_TOPICS[ClaimRetracted] == "domain.claim:ClaimRetracted"
+    for name, topic in STORED_TOPICS.items():
+        assert library.resolve_topic(topic) is event_types()[name]
+    assert STORED_TOPICS["ClaimRetracted"] == "domain.claim:ClaimRetracted"
+
+
+def test_the_compact_encoding_leaves_out_the_members_whose_default_is_none():
+    """Written out by type name (so that reading needs no model): what the models say."""
+    for name, members in NONE_LEFT_OUT.items():
+        model = event_types()[name]
+        assert members == tuple(member for member, info in model.model_fields.items()
+                                if not info.is_required() and info.default is None)
+
+
+def test_a_process_that_only_reads_imports_no_model(tmp_path):
+    """A query's command line starts without pydantic and the domain's models (a third of its time)."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "r.db")
+    code = ("import sys; from tollbook.api import Tollbook; book = Tollbook(sys.argv[1]); book.tally(); "
+            "book.history(); print(sorted(m for m in sys.modules if m.startswith(('pydantic', 'tollbook.domain.claim'))))")
+    done = subprocess.run([sys.executable, "-c", code, db], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_library_mapper_path_is_gone():

@@ -192,3 +192,10 @@ def test_a_bar_on_a_terminal_shows_rows_rate_and_time_left(db_path, tmp_path):
     assert "importing" in screen and "━" in screen and "100%" in screen
     assert "1,000 rows" in screen and "rows/s" in screen and "time left" in screen
     assert out.decode().startswith("ucdp-ged-19.1: 1000 rows: imported 1000")
+
+
+def test_the_read_model_counts_what_a_receipt_counts():
+    from tollbook.domain.release import COUNTS
+    from tollbook.projections import releases
+
+    assert releases.COUNTS == COUNTS
