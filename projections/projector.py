@@ -296,9 +296,10 @@ def all_projections(store: EventStore | None = None) -> list[Projection]:
 class Projector:
     """Brings every projection up to date with the log, a batch per transaction.
 
-    Several processes may project one store at once: on PostgreSQL they take turns on an
-    advisory lock, on SQLite on the write lock, and each batch reads the positions afresh
-    once it holds the lock, so no batch is applied twice.
+    Several processes may project one store at once: each works its batch out without the
+    lock, then takes turns to write (on PostgreSQL an advisory lock, on SQLite the write lock)
+    and reads the positions afresh once it holds the lock: a batch another process projected
+    meanwhile is worked out again, so none is applied twice (see :meth:`_step`).
     """
 
     LOCK = "projections"
