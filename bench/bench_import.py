@@ -20,7 +20,7 @@ article lists, multi-line cells, ``-1`` source counts, deterministic for a seed)
 from __future__ import annotations
 
 import argparse
-import sqlite3
+import contextlib
 import csv
 import json
 import os
@@ -28,9 +28,11 @@ import platform
 import random
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -165,9 +167,24 @@ def phase_events(path: str) -> dict:
     return {"seconds": time.perf_counter() - start, "events": events, "max_rss_mb": _rss()}
 
 
+def _wal_sampler(db: str) -> tuple[threading.Event, list[int]]:
+    """Samples the size of a SQLite store's WAL every 0.2 s until the event is set: the disk an
+    import takes beyond the store (a WAL never started over grows by every page written)."""
+    stop, peak = threading.Event(), [0]
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            with contextlib.suppress(OSError):
+                peak[0] = max(peak[0], os.path.getsize(f"{db}-wal"))
+
+    threading.Thread(target=sample, daemon=True).start()
+    return stop, peak
+
+
 def phase_import(db: str, path: str, release: str, published_at: str, complete: str, tally: str) -> dict:
     from tollbook.api import Tollbook
 
+    stop, wal = _wal_sampler(db)
     with Tollbook(db, editor="bench") as book:
         start = time.perf_counter()
         summary = book.import_ucdp(path, release=release, published_at=published_at, complete=complete == "1")
@@ -176,10 +193,12 @@ def phase_import(db: str, path: str, release: str, published_at: str, complete: 
             rows = book.tally(by="year")["rows"]
             assert rows, "no tally rows"
     seconds = time.perf_counter() - start
+    stop.set()
     return {"seconds": seconds, "import_seconds": imported, "rows": summary.rows, "imported": summary.imported,
             "unchanged": summary.unchanged, "widened": summary.widened, "rejected": len(summary.rejected),
             "retracted": summary.retracted, "max_rss_mb": _rss(),
-            "follower_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            "follower_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "wal_peak_mb": wal[0] / 1e6}
 
 
 def run_phase(*args: str) -> dict:
@@ -293,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"(**{fresh['import_seconds'] / postgres['import_seconds']:.2f}×** SQLite's) | "
                      f"{_peak(postgres)} |")
     total = sum(sizes.values())
+    lines += ["", f"The WAL beside the store at its largest (sampled every 0.2 s): {fresh['wal_peak_mb']:.0f} MB during the "
+              f"fresh import, {later['wal_peak_mb']:.0f} MB during the next release."]
     lines += ["", f"Store after the fresh import and first tally: {total / 1e6:.0f} MB, "
               f"**{total / rows / 1000:.2f} KB a row** (the CSV: {first.stat().st_size / rows / 1000:.2f} KB a row).", "",
               "| table or index | bytes a row |", "|---|---|"]

@@ -272,6 +272,14 @@ class Location:
         return self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
 
 
+# A reader that keeps coming back (the projector beside an import works each batch out in a read
+# transaction while the import commits the next one) keeps SQLite's own checkpoints from ever
+# reaching the WAL's end, so the WAL is never started over and grows by every page every commit
+# writes: 10 GB five minutes into a 1M-row import. So past WAL_LIMIT a commit checkpoints it all
+# and truncates it, waiting at most WAL_WAIT_MS for the readers then in the WAL to finish.
+WAL_LIMIT = 64 << 20
+WAL_WAIT_MS = 2_000
+
 CLOCK_DDL = ("CREATE TABLE IF NOT EXISTS tollbook_clock "
              "(id INTEGER PRIMARY KEY CHECK (id = 1), last_recorded_at BIGINT NOT NULL)")
 
@@ -285,6 +293,9 @@ class EventStore:
         # SQLite's page cache for a write transaction, in KiB (see _begin); a process that only
         # writes small batches (tollbook/follower.py) keeps less.
         self.write_cache_kib = 65_536
+        # Past this size, a write's commit checkpoints the whole WAL and truncates it (see _bound_wal).
+        self.wal_limit = WAL_LIMIT
+        self._wal_next = self.wal_limit  # the size at which to try it next
         self._writer: ThreadPoolExecutor | None = None
         self._last_behind: Future[None] | None = None  # the last batch written behind, whoever's
         self.mapper = PydanticMapper()
@@ -425,6 +436,8 @@ class EventStore:
                     except BaseException:
                         connection.rollback()  # the connection goes back to the pool with no transaction
                         raise
+                    if write:
+                        self._bound_wal(connection)
                 else:
                     connection.rollback()
             finally:
@@ -458,6 +471,28 @@ class EventStore:
                 raise
             raise failure from error
         return cursor, end
+
+    def _bound_wal(self, connection: sqlite3.Connection) -> None:
+        """Checkpoints and truncates the WAL once it is past ``wal_limit`` (see WAL_LIMIT). A
+        reader that stays longer than the wait (a long read of the log) makes it give up until
+        the WAL has grown by another ``wal_limit``."""
+        try:
+            size = os.path.getsize(f"{self.location.path}-wal")
+        except OSError:
+            return
+        if size < self.wal_limit:
+            self._wal_next = self.wal_limit  # small again: another connection truncated it
+        if size < self._wal_next:
+            return
+        (waited,), = connection.execute("PRAGMA busy_timeout").fetchall()
+        connection.execute(f"PRAGMA busy_timeout = {WAL_WAIT_MS}")
+        try:
+            (busy, _, _), = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:  # another checkpointer or writer holds it: next time (the commit stands)
+            busy = 1
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {waited}")
+        self._wal_next = size + self.wal_limit if busy else self.wal_limit
 
     def append(self, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
         """Saves every document's events in one transaction; returns each document's

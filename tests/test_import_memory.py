@@ -5,13 +5,21 @@ One store holds the 40,000 rows (a GED file expanded from the real extract, as b
 does); the first 10,000 rows and then all 40,000 are imported again, unchanged, each in its own
 process so that its peak RSS is its own. A batch that ended only at a number of events held every
 unchanged document of the file (1.28 GB at 300,000 rows), and the ids derived for the rows were
-kept up to the caches' size."""
+kept up to the caches' size.
+
+And the disk the WAL takes bounded too: readers that take turns (as the projector beside a long
+import does) kept SQLite's checkpoints from ever starting the WAL over, and it grew by every page
+every commit wrote (10 GB five minutes into a 1M-row import)."""
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from tollbook.api import Tollbook
@@ -19,6 +27,7 @@ from tollbook.api import Tollbook
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_import import expand  # noqa: E402
+from generate import generate  # noqa: E402
 
 REIMPORT = """
 import json, resource, sys
@@ -54,3 +63,47 @@ def test_unchanged_reimport_peak_memory_does_not_grow_with_the_file(tmp_path, mo
     # depend on the file (interpreter, store, SQLite's cache), under which main's growth (308 ->
     # 339 MB here, one document kept per row) stayed within 15%. Bounded, the two are equal.
     assert at_40k["peak_mb"] <= at_10k["peak_mb"] * 1.05, (at_10k, at_40k)
+
+
+def _wal_peak(db: Path, wal_limit: int | None) -> int:
+    """The WAL's largest size while 8,000 events are ingested in many small transactions, with a
+    reader always in the WAL: two read transactions relaying each other, as a projector's do."""
+    documents = list(generate(8_000))
+    stop, peak = threading.Event(), [0]
+
+    def relay() -> None:
+        first, second = sqlite3.connect(db, isolation_level=None), sqlite3.connect(db, isolation_level=None)
+        first.execute("BEGIN")
+        first.execute("SELECT count(*) FROM stored_events").fetchall()
+        while not stop.is_set():
+            second.execute("BEGIN")
+            second.execute("SELECT count(*) FROM stored_events").fetchall()
+            first.execute("COMMIT")  # the other one is reading already
+            time.sleep(0.01)
+            first, second = second, first
+        first.execute("COMMIT")
+
+    with Tollbook(str(db), editor="tester", refresh_on_read=False) as book:
+        if wal_limit is not None:
+            book.store.wal_limit = wal_limit
+        else:
+            book.store.wal_limit = book.store._wal_next = 1 << 62
+        reader = threading.Thread(target=relay)
+        reader.start()
+        try:
+            for start in range(0, len(documents), 50):
+                book.ingest(documents[start:start + 50])
+                peak[0] = max(peak[0], os.path.getsize(f"{db}-wal"))
+        finally:
+            stop.set()
+            reader.join()
+    return peak[0]
+
+
+def test_readers_taking_turns_do_not_let_the_wal_grow_without_bound(tmp_path):
+    unbounded = _wal_peak(tmp_path / "unbounded.db", None)
+    bounded = _wal_peak(tmp_path / "bounded.db", 1 << 20)
+    # Without the bound every commit's pages pile up; with it the WAL is truncated past 1 MB
+    # (a commit's pages beyond the limit at most: the largest here is a few hundred KB).
+    assert unbounded > 6 << 20, unbounded
+    assert bounded < 2 << 20, (bounded, unbounded)
