@@ -47,10 +47,14 @@ def unb64(text: Any, what: str) -> bytes:
 
 # -- the log as printed ---------------------------------------------------------------------
 
+LARGEST_POSITION = 2**63 - 1  # a position is a 64-bit integer on both stores
+
 def log_lines(store: EventStore, after: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Every stored event after ``after`` (at most ``limit``), with its position and the leaf
     hash the tree holds for it. An event that cannot be decoded is printed with ``event``
     null and why, so that the log can always be read out."""
+    if after >= LARGEST_POSITION:  # none is after it (and the database takes no larger integer)
+        return
     table, position = store.events_table, store.notification_id
     with store.transaction(write=False) as cursor:
         left = limit

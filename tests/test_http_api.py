@@ -288,6 +288,8 @@ def test_log_and_checkpoint_answer_as_the_cli(live):
         pytest.skip("Tollbook.log (CONTRACT section 8) is not on this branch yet")
     expected = cli(live.db, "log", "--after", "3", "--limit", "5", "--format", "jsonl")[1]
     assert live.get("/api/log", after=3, limit=5).content == expected
+    beyond = live.get("/api/log", after=2**63, limit=10**30)  # past what the database holds: no event
+    assert (beyond.status_code, beyond.content) == (200, b"")
     assert len(live.get("/api/log").content.splitlines()) == json.loads(live.get("/api/status").content)["head"]["position"]
     checkpoint = live.get("/api/checkpoint")
     assert checkpoint.status_code in (200, 404)

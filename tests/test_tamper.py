@@ -143,6 +143,8 @@ def test_log_pages_and_the_example_script_recomputes_every_leaf(run, jsonl, db_p
     # paging
     code, page, _ = run("log", "--after", "3", "--limit", "2")
     assert [json.loads(line) for line in page.split("\n") if line] == lines[3:5]
+    for beyond in (2**63 - 1, 2**63, 10**30):  # past every position, and past what the database holds
+        assert run("log", "--after", str(beyond), "--limit", str(10**30)) == (0, "", "")
     # the outsider's script, standard library only
     (tmp_path / "log.jsonl").write_text(out)
     checked = subprocess.run([sys.executable, SCRIPT, tmp_path / "log.jsonl"], capture_output=True, text=True)
