@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager, nullcontext
@@ -473,9 +474,9 @@ class EventStore:
         return cursor, end
 
     def _bound_wal(self, connection: sqlite3.Connection) -> None:
-        """Checkpoints and truncates the WAL once it is past ``wal_limit`` (see WAL_LIMIT). A
-        reader that stays longer than the wait (a long read of the log) makes it give up until
-        the WAL has grown by another ``wal_limit``."""
+        """Checkpoints and truncates the WAL once it is past ``wal_limit`` (see WAL_LIMIT), trying
+        again for up to WAL_WAIT_MS. A reader that stays longer (a long read of the log) makes it
+        give up until the WAL has grown by another ``wal_limit``."""
         try:
             size = os.path.getsize(f"{self.location.path}-wal")
         except OSError:
@@ -486,10 +487,18 @@ class EventStore:
             return
         (waited,), = connection.execute("PRAGMA busy_timeout").fetchall()
         connection.execute(f"PRAGMA busy_timeout = {WAL_WAIT_MS}")
+        deadline = time.monotonic() + WAL_WAIT_MS / 1000
         try:
-            (busy, _, _), = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.Error:  # another checkpointer or writer holds it: next time (the commit stands)
-            busy = 1
+            while True:
+                try:
+                    (busy, _, _), = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                except sqlite3.Error:  # another writer holds its lock: as refused (the commit stands)
+                    busy = 1
+                # Refused at once, most often: another process was checkpointing at that moment
+                # (half the tries beside an import were; tried again, none stayed refused).
+                if not busy or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
         finally:
             connection.execute(f"PRAGMA busy_timeout = {waited}")
         self._wal_next = size + self.wal_limit if busy else self.wal_limit
