@@ -296,7 +296,7 @@ class EventStore:
         self.write_cache_kib = 65_536
         # Past this size, a write's commit checkpoints the whole WAL and truncates it (see _bound_wal).
         self.wal_limit = WAL_LIMIT
-        self._wal_next = self.wal_limit  # the size at which to try it next
+        self._wal_deferred = 0  # after a refusal: how much more the WAL may grow before the next try
         self._writer: ThreadPoolExecutor | None = None
         self._last_behind: Future[None] | None = None  # the last batch written behind, whoever's
         self.mapper = PydanticMapper()
@@ -482,8 +482,8 @@ class EventStore:
         except OSError:
             return
         if size < self.wal_limit:
-            self._wal_next = self.wal_limit  # small again: another connection truncated it
-        if size < self._wal_next:
+            self._wal_deferred = 0  # small again: another connection truncated it
+        if size < self.wal_limit + self._wal_deferred:
             return
         (waited,), = connection.execute("PRAGMA busy_timeout").fetchall()
         connection.execute(f"PRAGMA busy_timeout = {WAL_WAIT_MS}")
@@ -501,7 +501,7 @@ class EventStore:
                 time.sleep(0.05)
         finally:
             connection.execute(f"PRAGMA busy_timeout = {waited}")
-        self._wal_next = size + self.wal_limit if busy else self.wal_limit
+        self._wal_deferred = size if busy else 0
 
     def append(self, documents: Sequence[Sequence[DomainEvent]]) -> list[int]:
         """Saves every document's events in one transaction; returns each document's

@@ -84,10 +84,7 @@ def _wal_peak(db: Path, wal_limit: int | None) -> int:
         first.execute("COMMIT")
 
     with Tollbook(str(db), editor="tester", refresh_on_read=False) as book:
-        if wal_limit is not None:
-            book.store.wal_limit = wal_limit
-        else:
-            book.store.wal_limit = book.store._wal_next = 1 << 62
+        book.store.wal_limit = wal_limit if wal_limit is not None else 1 << 62
         reader = threading.Thread(target=relay)
         reader.start()
         try:
