@@ -155,7 +155,9 @@ class Claims(Projection):
     recorded time (see :data:`projections.schema.CLAIMS`), a timeline keyed by claim and
     version; and when each version counts on both clocks (``tb_counting``)."""
 
-    name = "claims.v5"  # v5: source keys are NFKC (domain.ids.source_key); a v4 store rebuilds it once
+    # v5: source keys are NFKC (domain.ids.source_key); v6: narrower indexes (schema.CLAIM_QUERY_INDEXES).
+    # A store of an earlier version rebuilds the projection once.
+    name = "claims.v6"
     tables = schema.CLAIMS
     views = schema.CLAIM_VIEWS
     indexes = schema.CLAIM_INDEXES

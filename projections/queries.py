@@ -373,7 +373,7 @@ def _entry_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def _claims(cursor: Any, as_of: int, incident_ids: list[str] | None, source: str | None, measure: str | None,
             group: str | None) -> list[tuple]:
-    sql = "SELECT claim_id, incident_id, source, measure, grp FROM tb_claims WHERE recorded_at <= ?"
+    sql = "SELECT claim_id, incident_id, source, measure, grp, position FROM tb_claims WHERE recorded_at <= ?"
     params: list[Any] = [as_of]
     for column, value in (("source_key", source_key(source) if source else None), ("measure", measure),
                           ("grp", group)):
@@ -387,16 +387,18 @@ def _claims(cursor: Any, as_of: int, incident_ids: list[str] | None, source: str
     return cursor.fetchall()
 
 
-def _entries(cursor: Any, claim_ids: list[str] | None, after: int, upto: int,
+# Claims are named by their position (where their first event stands in the log): the index
+# the projector finds a claim's rows by serves the queries too.
+def _entries(cursor: Any, claims: list[int] | None, after: int, upto: int,
              measure: str | None = None, group: str | None = None) -> dict[str, list[dict]]:
     sql = f"SELECT {', '.join(_ENTRY)} FROM tb_entries WHERE recorded_at > ? AND recorded_at <= ?"
     params: list[Any] = [after, upto]
     if measure is not None and group is not None:
         sql += " AND measure = ? AND grp = ?"
         params += [measure, group]
-    if claim_ids is not None:
-        sql += " AND " + _in("claim_id", claim_ids)
-        params += claim_ids
+    if claims is not None:
+        sql += " AND " + _in("claim_position", claims)
+        params += claims
     cursor.execute(sql + " ORDER BY position", params)
     entries: dict[str, list[dict]] = defaultdict(list)
     for row in cursor.fetchall():
@@ -405,13 +407,13 @@ def _entries(cursor: Any, claim_ids: list[str] | None, after: int, upto: int,
     return entries
 
 
-def _current(cursor: Any, claim_ids: list[str] | None, as_of: int, known_at: int) -> dict[str, dict[str, Any]]:
+def _current(cursor: Any, claims: list[int] | None, as_of: int, known_at: int) -> dict[str, dict[str, Any]]:
     sql = (f"SELECT claim_id, version, kind, low, high, best, published_at, version_position FROM tb_figures"
            f" WHERE {_VALID} AND published_at <= ?")
     params: list[Any] = [as_of, as_of, known_at]
-    if claim_ids is not None:
-        sql += " AND " + _in("claim_id", claim_ids)
-        params += claim_ids
+    if claims is not None:
+        sql += " AND " + _in("claim_position", claims)
+        params += claims
     cursor.execute(sql, params)
     versions: dict[str, list[tuple[Candidate, int]]] = defaultdict(list)
     for claim_id, version, kind, low, high, best, published_at, recorded in cursor.fetchall():
@@ -425,7 +427,7 @@ def _current(cursor: Any, claim_ids: list[str] | None, as_of: int, known_at: int
     return result
 
 
-def _small(ids: list[str]) -> list[str] | None:
+def _small(ids: list[Any]) -> list[Any] | None:
     # Long IN lists cost more than a scan of the point's rows; SQLite also caps parameters.
     return ids if len(ids) <= 500 else None
 
@@ -435,12 +437,12 @@ def history(cursor: Any, *, incident: str | None = None, source: str | None = No
     point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
     canonical, pooled = pooled_at(cursor, incident, point_r)
     claims = _claims(cursor, point_r, pooled, source, measure, group)
-    ids = _small([c[0] for c in claims])
-    entries = _entries(cursor, ids, -1, point_r)
-    currents = _current(cursor, ids, point_r, point_v)
+    positions = _small([c[5] for c in claims])
+    entries = _entries(cursor, positions, -1, point_r)
+    currents = _current(cursor, positions, point_r, point_v)
     nothing = {"counting": False, "version": None, "low": None, "high": None, "best": None}
     result = []
-    for claim_id, incident_id, source_name, claim_measure, claim_group in claims:
+    for claim_id, incident_id, source_name, claim_measure, claim_group, _ in claims:
         item: dict[str, Any] = {"claim_id": claim_id, "incident_id": incident_id}
         if canonical.get(incident_id, incident_id) != incident_id:
             item["canonical_id"] = canonical[incident_id]

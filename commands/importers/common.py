@@ -427,19 +427,19 @@ def stored_claims(book: Book, *, source: str, incident_ids: list[str]) -> dict[s
 
 def _claims(book: Book, where: str, params: list[Any]) -> list[tuple]:
     with book.store.transaction(write=False) as cursor:
-        cursor.execute(f"SELECT incident_id, claim_id, source, measure, grp FROM tb_claims WHERE {where}", params)
+        cursor.execute(f"SELECT incident_id, position, source, measure, grp FROM tb_claims WHERE {where}", params)
         return cursor.fetchall()
 
 
 def _with_versions(book: Book, claims: list[tuple]) -> list[StoredClaim]:
-    versions: dict[str, list[Candidate]] = {}
+    versions: dict[int, list[Candidate]] = {}
     with book.store.transaction(write=False) as cursor:
         for start in range(0, len(claims), 500):
-            ids = [c[1] for c in claims[start:start + 500]]
+            firsts = [c[1] for c in claims[start:start + 500]]  # each claim's first position
             cursor.execute(
-                "SELECT claim_id, published_at, version_position, kind FROM tb_figures"
-                f" WHERE claim_id IN ({', '.join('?' * len(ids))}) AND to_recorded_at IS NULL", ids)
-            for claim_id, published, position, kind in cursor.fetchall():
-                versions.setdefault(claim_id, []).append(Candidate(kind, None, None, None, published, position))
-    return [StoredClaim(Counting(incident_id, source, measure, group), tuple(versions.get(claim_id, ())))
-            for incident_id, claim_id, source, measure, group in claims]
+                "SELECT claim_position, published_at, version_position, kind FROM tb_figures"
+                f" WHERE claim_position IN ({', '.join('?' * len(firsts))}) AND to_recorded_at IS NULL", firsts)
+            for first, published, position, kind in cursor.fetchall():
+                versions.setdefault(first, []).append(Candidate(kind, None, None, None, published, position))
+    return [StoredClaim(Counting(incident_id, source, measure, group), tuple(versions.get(first, ())))
+            for incident_id, first, source, measure, group in claims]
