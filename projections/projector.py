@@ -162,10 +162,12 @@ class Claims(Projection):
     views = schema.CLAIM_VIEWS
     indexes = schema.CLAIM_INDEXES
     query_indexes = schema.CLAIM_QUERY_INDEXES
-    COLUMNS = ("position", "claim_id", "claim_position", "incident_id", "source", "source_key", "measure", "grp",
+    # A claim is named by its first event's position; its id is that event's aggregate id, in
+    # the log (EventStore.aggregate_ids), not repeated on every row (issue 14: 37 bytes a row).
+    COLUMNS = ("position", "claim_position", "incident_id", "source", "source_key", "measure", "grp",
                "kind", "version", "version_kind", "version_position", "low", "high", "best", "qualifier",
                "published_at", "recorded_at", "to_recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
-    _CLAIM = COLUMNS[1:8]  # what every row repeats of its claim
+    _CLAIM = COLUMNS[1:7]  # what every row repeats of its claim
     _FIGURE = ("version_kind", "low", "high", "best", "published_at", "version_position")  # a Candidate
     _FIXABLE = ("low", "high", "best", "qualifier")
     COUNTING = ("claim_position", "version", "incident_id", "source", "measure", "grp", "low", "high", "best",
@@ -194,7 +196,7 @@ class Claims(Projection):
                            " WHERE claim_position = ? AND to_recorded_at IS NULL",
                            (self.store.first_position(cursor, claim_id),))
             rows = cursor.fetchall()
-            claim = self.claims[claim_id] = _Claim(tuple(rows[0][:7]), {row[7]: Candidate(*row[8:]) for row in rows})
+            claim = self.claims[claim_id] = _Claim(tuple(rows[0][:6]), {row[6]: Candidate(*row[7:]) for row in rows})
         return claim
 
     def _version(self, claim: _Claim, version: int, figure: Candidate, at: int) -> None:
@@ -209,7 +211,7 @@ class Claims(Projection):
             before = versions[last] if last is not None else None
             if before is not None and before.kind == "reported":
                 if before.published_at == figure.published_at:
-                    self.counting.end((claim.columns[1], last), at)
+                    self.counting.end((claim.columns[0], last), at)
                 else:
                     self._count(claim, last, before, figure.published_at, at, known_new=False)
             if figure.kind == "reported":
@@ -224,25 +226,25 @@ class Claims(Projection):
             if now == before_spans.get(changed):
                 continue
             if now is None:
-                self.counting.end((claim.columns[1], changed), at)
+                self.counting.end((claim.columns[0], changed), at)
             else:
                 self._count(claim, changed, *now, at, known_new=changed not in before_spans)
 
     def _count(self, claim: _Claim, version: int, figure: Candidate, until: int | None, at: int, *,
                known_new: bool) -> None:
-        _, claim_position, incident_id, source, _, measure, group = claim.columns
+        claim_position, incident_id, source, _, measure, group = claim.columns
         self.counting.replace((claim_position, version), [
             claim_position, version, incident_id, source, measure, group, figure.low, figure.high, figure.best,
             figure.published_at, figure.recorded, until, at, None], known_new=known_new)
 
     def _new_version(self, claim: _Claim, row: list) -> None:
-        self.entries.replace((row[2], row[9]), row, known_new=True)
-        self._version(claim, row[9], Candidate(row[10], *row[12:15], row[16], row[11]), row[17])
+        self.entries.replace((row[1], row[8]), row, known_new=True)
+        self._version(claim, row[8], Candidate(row[9], *row[11:14], row[15], row[10]), row[16])
 
     def _reported(self, cursor: Any, position: int, event: Event) -> None:
         claim_id, version, get = event["originator_id"], event["version"], event.get
         if version == 1:
-            claim = self.claims[claim_id] = _Claim((claim_id, position, event["incident_id"], event["source"],
+            claim = self.claims[claim_id] = _Claim((position, event["incident_id"], event["source"],
                                                     source_key(event["source"]), event["measure"], event["group"]), {})
             if respelled(event["source"]):
                 self.spelled.add(event["incident_id"])
@@ -261,7 +263,7 @@ class Claims(Projection):
 
     def _corrected(self, cursor: Any, position: int, event: Event) -> None:
         claim = self._claim(cursor, event["originator_id"])
-        at, key = self.entries.index, (claim.columns[1], event["version"])
+        at, key = self.entries.index, (claim.columns[0], event["version"])
         row = self.entries.current(cursor, key).copy()
         for name in self._FIXABLE:
             if name in event:

@@ -357,7 +357,7 @@ def _add(groups: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any]) -> No
 
 # -- history ------------------------------------------------------------------------------
 
-_ENTRY = ("position", "claim_id", "incident_id", "source", "kind", "version", "low", "high", "best", "qualifier",
+_ENTRY = ("position", "claim_position", "incident_id", "source", "kind", "version", "low", "high", "best", "qualifier",
           "published_at", "recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
 
 
@@ -373,7 +373,7 @@ def _entry_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def _claims(cursor: Any, as_of: int, incident_ids: list[str] | None, source: str | None, measure: str | None,
             group: str | None) -> list[tuple]:
-    sql = "SELECT claim_id, incident_id, source, measure, grp, position FROM tb_claims WHERE recorded_at <= ?"
+    sql = "SELECT position, incident_id, source, measure, grp FROM tb_claims WHERE recorded_at <= ?"
     params: list[Any] = [as_of]
     for column, value in (("source_key", source_key(source) if source else None), ("measure", measure),
                           ("grp", group)):
@@ -390,7 +390,7 @@ def _claims(cursor: Any, as_of: int, incident_ids: list[str] | None, source: str
 # Claims are named by their position (where their first event stands in the log): the index
 # the projector finds a claim's rows by serves the queries too.
 def _entries(cursor: Any, claims: list[int] | None, after: int, upto: int,
-             measure: str | None = None, group: str | None = None) -> dict[str, list[dict]]:
+             measure: str | None = None, group: str | None = None) -> dict[int, list[dict]]:
     sql = f"SELECT {', '.join(_ENTRY)} FROM tb_entries WHERE recorded_at > ? AND recorded_at <= ?"
     params: list[Any] = [after, upto]
     if measure is not None and group is not None:
@@ -400,29 +400,29 @@ def _entries(cursor: Any, claims: list[int] | None, after: int, upto: int,
         sql += " AND " + _in("claim_position", claims)
         params += claims
     cursor.execute(sql + " ORDER BY position", params)
-    entries: dict[str, list[dict]] = defaultdict(list)
+    entries: dict[int, list[dict]] = defaultdict(list)
     for row in cursor.fetchall():
         entry = dict(zip(_ENTRY, row, strict=True))
-        entries[entry["claim_id"]].append(entry)
+        entries[entry["claim_position"]].append(entry)
     return entries
 
 
-def _current(cursor: Any, claims: list[int] | None, as_of: int, known_at: int) -> dict[str, dict[str, Any]]:
-    sql = (f"SELECT claim_id, version, kind, low, high, best, published_at, version_position FROM tb_figures"
+def _current(cursor: Any, claims: list[int] | None, as_of: int, known_at: int) -> dict[int, dict[str, Any]]:
+    sql = (f"SELECT claim_position, version, kind, low, high, best, published_at, version_position FROM tb_figures"
            f" WHERE {_VALID} AND published_at <= ?")
     params: list[Any] = [as_of, as_of, known_at]
     if claims is not None:
         sql += " AND " + _in("claim_position", claims)
         params += claims
     cursor.execute(sql, params)
-    versions: dict[str, list[tuple[Candidate, int]]] = defaultdict(list)
-    for claim_id, version, kind, low, high, best, published_at, recorded in cursor.fetchall():
-        versions[claim_id].append((Candidate(kind, low, high, best, published_at, recorded), version))
+    versions: dict[int, list[tuple[Candidate, int]]] = defaultdict(list)
+    for claim_position, version, kind, low, high, best, published_at, recorded in cursor.fetchall():
+        versions[claim_position].append((Candidate(kind, low, high, best, published_at, recorded), version))
     result = {}
-    for claim_id, found in versions.items():
+    for claim_position, found in versions.items():
         figure, version = max(found, key=lambda pair: pair[0].order)
         counting = counts(figure)
-        result[claim_id] = {"counting": counting, "version": version, "low": figure.low if counting else None,
+        result[claim_position] = {"counting": counting, "version": version, "low": figure.low if counting else None,
                             "high": figure.high if counting else None, "best": figure.best if counting else None}
     return result
 
@@ -432,34 +432,37 @@ def _small(ids: list[Any]) -> list[Any] | None:
     return ids if len(ids) <= 500 else None
 
 
-def history(cursor: Any, *, incident: str | None = None, source: str | None = None, measure: str | None = None,
-            group: str | None = None, as_of: int | None = None, known_at: int | None = None) -> dict[str, Any]:
+def history(cursor: Any, log: EventStore, *, incident: str | None = None, source: str | None = None,
+            measure: str | None = None, group: str | None = None, as_of: int | None = None,
+            known_at: int | None = None) -> dict[str, Any]:
     point_r, point_v = as_of if as_of is not None else FOREVER, known_at if known_at is not None else FOREVER
     canonical, pooled = pooled_at(cursor, incident, point_r)
     claims = _claims(cursor, point_r, pooled, source, measure, group)
-    positions = _small([c[5] for c in claims])
-    entries = _entries(cursor, positions, -1, point_r)
-    currents = _current(cursor, positions, point_r, point_v)
+    positions = [c[0] for c in claims]
+    ids = log.aggregate_ids(cursor, positions)
+    entries = _entries(cursor, _small(positions), -1, point_r)
+    currents = _current(cursor, _small(positions), point_r, point_v)
     nothing = {"counting": False, "version": None, "low": None, "high": None, "best": None}
     result = []
-    for claim_id, incident_id, source_name, claim_measure, claim_group, _ in claims:
-        item: dict[str, Any] = {"claim_id": claim_id, "incident_id": incident_id}
+    for position, incident_id, source_name, claim_measure, claim_group in claims:
+        item: dict[str, Any] = {"claim_id": ids[position], "incident_id": incident_id}
         if canonical.get(incident_id, incident_id) != incident_id:
             item["canonical_id"] = canonical[incident_id]
         item |= {"source": source_name, "measure": claim_measure, "group": claim_group,
-                 "entries": [_entry_json(e) for e in entries.get(claim_id, [])],
-                 "current": currents.get(claim_id, nothing)}
+                 "entries": [_entry_json(e) for e in entries.get(position, [])],
+                 "current": currents.get(position, nothing)}
         result.append(item)
     return {"as_of": format_recorded(as_of), "known_at": format_instant(known_at), "claims": result}
 
 
 # -- diff ---------------------------------------------------------------------------------
 
-def diff(cursor: Any, *, start: int, end: int, known_at: int | None = None, measure: str = "killed",
+def diff(cursor: Any, log: EventStore, *, start: int, end: int, known_at: int | None = None, measure: str = "killed",
          group: str = "all", policy: str = "conservative") -> dict[str, Any]:
     point_v = known_at if known_at is not None else FOREVER
     canonical_before, canonical_after = canonical_ids(cursor, start), canonical_ids(cursor, end)
     entries = _entries(cursor, None, start, end, measure, group)
+    ids = log.aggregate_ids(cursor, entries)
     # A tally row can only move where a claim event was recorded in between, or where a merge
     # changed which claims pool together: only those incidents are tallied, on both sides.
     touching: dict[str, list[dict]] = defaultdict(list)
@@ -469,7 +472,7 @@ def diff(cursor: Any, *, start: int, end: int, known_at: int | None = None, meas
             for incident in {canonical_before.get(incident_id, incident_id),
                              canonical_after.get(incident_id, incident_id)}:
                 touching[incident].append(_entry_json(entry) | {
-                    "claim_id": entry["claim_id"], "incident_id": incident_id, "source": entry["source"]})
+                    "claim_id": ids[entry["claim_position"]], "incident_id": incident_id, "source": entry["source"]})
     moved = set(touching)
     for incident_id in canonical_before.keys() | canonical_after.keys():
         before_id, after_id = canonical_before.get(incident_id, incident_id), canonical_after.get(incident_id, incident_id)

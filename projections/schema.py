@@ -44,7 +44,7 @@ CLAIMS = {
     # every row, so a tally reads one table.
     "tb_entries": """
         CREATE TABLE IF NOT EXISTS tb_entries (
-            position INTEGER PRIMARY KEY, claim_id TEXT NOT NULL, claim_position BIGINT NOT NULL,
+            position INTEGER PRIMARY KEY, claim_position BIGINT NOT NULL,
             incident_id TEXT NOT NULL, source TEXT NOT NULL, source_key TEXT NOT NULL,
             measure TEXT NOT NULL, grp TEXT NOT NULL,
             kind TEXT NOT NULL, version INTEGER NOT NULL, version_kind TEXT NOT NULL,
@@ -70,15 +70,16 @@ CLAIMS = {
     "tb_spelled": "CREATE TABLE IF NOT EXISTS tb_spelled (incident_id TEXT PRIMARY KEY)",
 }
 CLAIM_VIEWS = {
-    # Each claim, as its first event recorded it.
+    # Each claim, as its first event recorded it (at ``position``: the claim's id is that event's
+    # aggregate id in the log).
     "tb_claims": """
         CREATE VIEW tb_claims AS
-        SELECT claim_id, incident_id, source, source_key, measure, grp, position, recorded_at
+        SELECT incident_id, source, source_key, measure, grp, position, recorded_at
         FROM tb_entries WHERE position = claim_position""",
     # Each version's figures over recorded time.
     "tb_figures": """
         CREATE VIEW tb_figures AS
-        SELECT claim_id, claim_position, version, position, recorded_at, to_recorded_at, version_position,
+        SELECT claim_position, version, position, recorded_at, to_recorded_at, version_position,
                version_kind AS kind, low, high, best, qualifier, published_at,
                incident_id, source_key, measure, grp
         FROM tb_entries""",

@@ -14,7 +14,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -618,6 +618,18 @@ class EventStore:
                        f" WHERE {self.notification_id} IN ({', '.join('?' * len(positions))})"
                        f" ORDER BY {self.notification_id}", positions)
         return [decode_state(i, v, t, bytes(s)) for i, v, t, s in cursor.fetchall()]
+
+    def aggregate_ids(self, cursor: Any, positions: Iterable[int]) -> dict[int, str]:
+        """Position -> the aggregate id (text with dashes) of the event there, for those of
+        ``positions`` the log holds, read in the caller's transaction."""
+        found: dict[int, str] = {}
+        wanted = sorted(set(positions))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            cursor.execute(f"SELECT {self.notification_id}, originator_id FROM {self.events_table}"
+                           f" WHERE {self.notification_id} IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update((position, id_text(aggregate_id)) for position, aggregate_id in cursor.fetchall())
+        return found
 
     def head_position(self, cursor: Any) -> int:
         """The log's last notification id (0 when empty), read in the caller's transaction."""

@@ -168,7 +168,7 @@ class Tollbook:
                 group: str | None = None, as_of: Any = None, known_at: Any = None) -> dict[str, Any]:
         self.refresh()
         with self.store.transaction(write=False) as cursor:
-            return queries.history(cursor, incident=incident, source=source, measure=measure, group=group,
+            return queries.history(cursor, self.store, incident=incident, source=source, measure=measure, group=group,
                                    as_of=instant(as_of, "--as-of"), known_at=instant(known_at, "--known-at"))
 
     @no_cycle_collection
@@ -181,8 +181,8 @@ class Tollbook:
             raise ValueError("--from: must not be after --to")
         self.refresh()
         with self.store.transaction(write=False) as cursor:
-            return queries.diff(cursor, start=start_at, end=end_at, known_at=instant(known_at, "--known-at"),
-                                measure=measure, group=group, policy=policy)
+            return queries.diff(cursor, self.store, start=start_at, end=end_at,
+                                known_at=instant(known_at, "--known-at"), measure=measure, group=group, policy=policy)
 
     @no_cycle_collection
     def incident(self, incident_id: str, *, as_of: Any = None) -> dict[str, Any] | None:
