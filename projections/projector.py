@@ -128,6 +128,11 @@ class Incidents(Projection):
             self.merges.clear()
 
 
+def _figure(low: int | None, high: int | None, best: int | None, published_at: int, recorded: int) -> Candidate:
+    """A version's figures as tb_entries holds them: a retraction has none (schema.VERSION_KIND)."""
+    return Candidate("retracted" if low is None else "reported", low, high, best, published_at, recorded)
+
+
 def _current(versions: dict[int, Candidate]) -> int | None:
     """The number of the claim's current version (domain.tally.current), if it has any."""
     figure = current(versions.values())
@@ -155,20 +160,20 @@ class Claims(Projection):
     recorded time (see :data:`projections.schema.CLAIMS`), a timeline keyed by claim and
     version; and when each version counts on both clocks (``tb_counting``)."""
 
-    # v5: source keys are NFKC (domain.ids.source_key); v6: narrower indexes (schema.CLAIM_QUERY_INDEXES).
+    # v5: source keys are NFKC (domain.ids.source_key); v6: narrower indexes (schema.CLAIM_QUERY_INDEXES)
+    # and no column of tb_entries that the log or the row itself gives.
     # A store of an earlier version rebuilds the projection once.
     name = "claims.v6"
     tables = schema.CLAIMS
     views = schema.CLAIM_VIEWS
     indexes = schema.CLAIM_INDEXES
     query_indexes = schema.CLAIM_QUERY_INDEXES
-    # A claim is named by its first event's position; its id is that event's aggregate id, in
-    # the log (EventStore.aggregate_ids), not repeated on every row (issue 14: 37 bytes a row).
-    COLUMNS = ("position", "claim_position", "incident_id", "source", "source_key", "measure", "grp",
-               "kind", "version", "version_kind", "version_position", "low", "high", "best", "qualifier",
-               "published_at", "recorded_at", "to_recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
+    # A claim is named by its first event's position; its id, and what an entry says besides
+    # its figures, are read from the log (schema.CLAIMS), not repeated on every row.
+    COLUMNS = ("position", "claim_position", "incident_id", "source", "source_key", "measure", "grp", "version",
+               "version_position", "low", "high", "best", "qualifier", "published_at", "recorded_at", "to_recorded_at")
     _CLAIM = COLUMNS[1:7]  # what every row repeats of its claim
-    _FIGURE = ("version_kind", "low", "high", "best", "published_at", "version_position")  # a Candidate
+    _FIGURE = ("low", "high", "best", "published_at", "version_position")  # a Candidate (see _figure)
     _FIXABLE = ("low", "high", "best", "qualifier")
     COUNTING = ("claim_position", "version", "incident_id", "source", "measure", "grp", "low", "high", "best",
                 "published_at", "version_position", "next_published_at", "recorded_at", "to_recorded_at")
@@ -196,7 +201,7 @@ class Claims(Projection):
                            " WHERE claim_position = ? AND to_recorded_at IS NULL",
                            (self.store.first_position(cursor, claim_id),))
             rows = cursor.fetchall()
-            claim = self.claims[claim_id] = _Claim(tuple(rows[0][:6]), {row[6]: Candidate(*row[7:]) for row in rows})
+            claim = self.claims[claim_id] = _Claim(tuple(rows[0][:6]), {row[6]: _figure(*row[7:]) for row in rows})
         return claim
 
     def _version(self, claim: _Claim, version: int, figure: Candidate, at: int) -> None:
@@ -238,8 +243,8 @@ class Claims(Projection):
             figure.published_at, figure.recorded, until, at, None], known_new=known_new)
 
     def _new_version(self, claim: _Claim, row: list) -> None:
-        self.entries.replace((row[1], row[8]), row, known_new=True)
-        self._version(claim, row[8], Candidate(row[9], *row[11:14], row[15], row[10]), row[16])
+        self.entries.replace((row[1], row[7]), row, known_new=True)
+        self._version(claim, row[7], _figure(*row[9:12], row[13], row[8]), row[14])
 
     def _reported(self, cursor: Any, position: int, event: Event) -> None:
         claim_id, version, get = event["originator_id"], event["version"], event.get
@@ -250,16 +255,13 @@ class Claims(Projection):
                 self.spelled.add(event["incident_id"])
         else:
             claim = self._claim(cursor, claim_id)
-        self._new_version(claim, [position, *claim.columns, "reported", version, "reported", position, get("low"),
-                                  get("high"), get("best"), get("qualifier"), _micros(event["published_at"]),
-                                  event["timestamp"], None, event["report_id"], None, event["recorded_by"],
-                                  get("quote"), get("note")])
+        self._new_version(claim, [position, *claim.columns, version, position, get("low"), get("high"), get("best"),
+                                  get("qualifier"), _micros(event["published_at"]), event["timestamp"], None])
 
     def _retracted(self, cursor: Any, position: int, event: Event) -> None:
         claim = self._claim(cursor, event["originator_id"])
-        self._new_version(claim, [position, *claim.columns, "retracted", event["version"], "retracted", position, None,
-                                  None, None, None, _micros(event["published_at"]), event["timestamp"], None, None,
-                                  event["reason"], event["recorded_by"], None, None])
+        self._new_version(claim, [position, *claim.columns, event["version"], position, None, None, None, None,
+                                  _micros(event["published_at"]), event["timestamp"], None])
 
     def _corrected(self, cursor: Any, position: int, event: Event) -> None:
         claim = self._claim(cursor, event["originator_id"])
@@ -270,13 +272,9 @@ class Claims(Projection):
                 row[at[name]] = event[name]
         if "published_at" in event:
             row[at["published_at"]] = _micros(event["published_at"])
-        for name, value in (("position", position), ("kind", "corrected"), ("recorded_at", event["timestamp"]),
-                            ("report_id", None), ("reason", event["reason"]), ("recorded_by", event["recorded_by"]),
-                            ("quote", None), ("note", None)):
-            row[at[name]] = value
+        row[at["position"]], row[at["recorded_at"]] = position, event["timestamp"]
         self.entries.replace(key, row)
-        self._version(claim, event["version"], Candidate(*(row[at[name]] for name in self._FIGURE)),
-                      event["timestamp"])
+        self._version(claim, event["version"], _figure(*(row[at[name]] for name in self._FIGURE)), event["timestamp"])
 
     def flush(self, cursor: Any) -> None:
         self.entries.flush(cursor)

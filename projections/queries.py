@@ -18,6 +18,7 @@ import orjson
 from tollbook.domain.ids import source_key
 from tollbook.domain.tally import POLICIES, Candidate, combine, counts
 from tollbook.domain.time import format_instant, format_recorded
+from tollbook.projections.schema import ENTRY_KIND, VERSION_KIND
 
 if TYPE_CHECKING:
     from tollbook.store.eventstore import EventStore
@@ -73,7 +74,7 @@ def source_figures(cursor: Any, measure: str, group: str, as_of: int, known_at: 
 
     A source is named as in its earliest-recorded pooled claim, whatever ``known_at`` is."""
     sql = (
-        "SELECT incident_id, source_key, version_kind, low, high, best, published_at, version_position,"
+        f"SELECT incident_id, source_key, {VERSION_KIND}, low, high, best, published_at, version_position,"
         f" source, claim_position FROM tb_entries WHERE measure = ? AND grp = ? AND {_VALID}"
     )
     params: list[Any] = [measure, group, as_of, as_of]
@@ -358,7 +359,10 @@ def _add(groups: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any]) -> No
 # -- history ------------------------------------------------------------------------------
 
 _ENTRY = ("position", "claim_position", "incident_id", "source", "kind", "version", "low", "high", "best", "qualifier",
-          "published_at", "recorded_at", "report_id", "reason", "recorded_by", "quote", "note")
+          "published_at", "recorded_at")
+_ENTRY_SQL = ", ".join(ENTRY_KIND if column == "kind" else column for column in _ENTRY)
+# What an entry says besides its figures: read from its event in the log (schema.CLAIMS).
+_SAID = ("report_id", "reason", "recorded_by", "quote", "note")
 
 
 def _entry_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -389,20 +393,31 @@ def _claims(cursor: Any, as_of: int, incident_ids: list[str] | None, source: str
 
 # Claims are named by their position (where their first event stands in the log): the index
 # the projector finds a claim's rows by serves the queries too.
-def _entries(cursor: Any, claims: list[int] | None, after: int, upto: int,
+def _entries(cursor: Any, log: EventStore, claims: list[int] | None, after: int, upto: int,
              measure: str | None = None, group: str | None = None) -> dict[int, list[dict]]:
-    sql = f"SELECT {', '.join(_ENTRY)} FROM tb_entries WHERE recorded_at > ? AND recorded_at <= ?"
+    """The entries of these claims (None: every claim) recorded in ``(after, upto]``, by claim,
+    each with its claim's id and what its event says (read from the log)."""
+    named = _small(claims) if claims is not None else None
+    sql = f"SELECT {_ENTRY_SQL} FROM tb_entries WHERE recorded_at > ? AND recorded_at <= ?"
     params: list[Any] = [after, upto]
     if measure is not None and group is not None:
         sql += " AND measure = ? AND grp = ?"
         params += [measure, group]
-    if claims is not None:
-        sql += " AND " + _in("claim_position", claims)
-        params += claims
+    if named is not None:
+        sql += " AND " + _in("claim_position", named)
+        params += named
     cursor.execute(sql + " ORDER BY position", params)
+    rows = cursor.fetchall()
+    if claims is not None and named is None:  # too many to name: the others' events are not read
+        wanted = set(claims)
+        rows = [row for row in rows if row[1] in wanted]
+    events = log.decoded_at(cursor, [row[0] for row in rows])
     entries: dict[int, list[dict]] = defaultdict(list)
-    for row in cursor.fetchall():
+    for row in rows:
         entry = dict(zip(_ENTRY, row, strict=True))
+        event = events[entry["position"]]
+        entry["claim_id"] = event["originator_id"]
+        entry.update((name, event.get(name)) for name in _SAID)
         entries[entry["claim_position"]].append(entry)
     return entries
 
@@ -439,17 +454,17 @@ def history(cursor: Any, log: EventStore, *, incident: str | None = None, source
     canonical, pooled = pooled_at(cursor, incident, point_r)
     claims = _claims(cursor, point_r, pooled, source, measure, group)
     positions = [c[0] for c in claims]
-    ids = log.aggregate_ids(cursor, positions)
-    entries = _entries(cursor, _small(positions), -1, point_r)
+    entries = _entries(cursor, log, positions, -1, point_r)
     currents = _current(cursor, _small(positions), point_r, point_v)
     nothing = {"counting": False, "version": None, "low": None, "high": None, "best": None}
     result = []
     for position, incident_id, source_name, claim_measure, claim_group in claims:
-        item: dict[str, Any] = {"claim_id": ids[position], "incident_id": incident_id}
+        # A claim's first entry is its first event: recorded by the point, as the claim was.
+        item: dict[str, Any] = {"claim_id": entries[position][0]["claim_id"], "incident_id": incident_id}
         if canonical.get(incident_id, incident_id) != incident_id:
             item["canonical_id"] = canonical[incident_id]
         item |= {"source": source_name, "measure": claim_measure, "group": claim_group,
-                 "entries": [_entry_json(e) for e in entries.get(position, [])],
+                 "entries": [_entry_json(e) for e in entries[position]],
                  "current": currents.get(position, nothing)}
         result.append(item)
     return {"as_of": format_recorded(as_of), "known_at": format_instant(known_at), "claims": result}
@@ -461,8 +476,7 @@ def diff(cursor: Any, log: EventStore, *, start: int, end: int, known_at: int | 
          group: str = "all", policy: str = "conservative") -> dict[str, Any]:
     point_v = known_at if known_at is not None else FOREVER
     canonical_before, canonical_after = canonical_ids(cursor, start), canonical_ids(cursor, end)
-    entries = _entries(cursor, None, start, end, measure, group)
-    ids = log.aggregate_ids(cursor, entries)
+    entries = _entries(cursor, log, None, start, end, measure, group)
     # A tally row can only move where a claim event was recorded in between, or where a merge
     # changed which claims pool together: only those incidents are tallied, on both sides.
     touching: dict[str, list[dict]] = defaultdict(list)
@@ -472,7 +486,7 @@ def diff(cursor: Any, log: EventStore, *, start: int, end: int, known_at: int | 
             for incident in {canonical_before.get(incident_id, incident_id),
                              canonical_after.get(incident_id, incident_id)}:
                 touching[incident].append(_entry_json(entry) | {
-                    "claim_id": ids[entry["claim_position"]], "incident_id": incident_id, "source": entry["source"]})
+                    "claim_id": entry["claim_id"], "incident_id": incident_id, "source": entry["source"]})
     moved = set(touching)
     for incident_id in canonical_before.keys() | canonical_after.keys():
         before_id, after_id = canonical_before.get(incident_id, incident_id), canonical_after.get(incident_id, incident_id)
@@ -517,7 +531,7 @@ def incident(cursor: Any, log: EventStore, incident_id: str, *, as_of: int | Non
     cursor.execute("SELECT position FROM tb_incidents WHERE incident_id = ? AND recorded_at <= ? ORDER BY position",
                    (target, point_r))
     fields: dict[str, Any] = {}
-    for event in log.decoded_at(cursor, [position for (position,) in cursor.fetchall()]):
+    for event in log.decoded_at(cursor, [position for (position,) in cursor.fetchall()]).values():
         fields |= event["fields"]
     cursor.execute("SELECT incident_id, into_id, recorded_at, reason, recorded_by FROM tb_merges WHERE recorded_at <= ?"
                    " AND " + _in("incident_id", pooled[1:]) + " ORDER BY position", [point_r, *pooled[1:]])

@@ -41,17 +41,17 @@ CLAIMS = {
     # which is both an entry of the claim's history and the figures its version has from
     # ``recorded_at`` until ``to_recorded_at`` (when a correction replaces them). One row, not
     # two tables, so projecting an event writes once. The claim's own fields ride along on
-    # every row, so a tally reads one table.
+    # every row, so a tally reads one table. What no query selects by (the claim's id, the
+    # report, reason, quote and note, who recorded it) is read from the row's event in the log
+    # at ``position``, and the kinds follow from the row (ENTRY_KIND, VERSION_KIND): issue 14,
+    # the store's bytes.
     "tb_entries": """
         CREATE TABLE IF NOT EXISTS tb_entries (
             position INTEGER PRIMARY KEY, claim_position BIGINT NOT NULL,
             incident_id TEXT NOT NULL, source TEXT NOT NULL, source_key TEXT NOT NULL,
-            measure TEXT NOT NULL, grp TEXT NOT NULL,
-            kind TEXT NOT NULL, version INTEGER NOT NULL, version_kind TEXT NOT NULL,
-            version_position BIGINT NOT NULL,
+            measure TEXT NOT NULL, grp TEXT NOT NULL, version INTEGER NOT NULL, version_position BIGINT NOT NULL,
             low BIGINT, high BIGINT, best BIGINT, qualifier TEXT, published_at BIGINT NOT NULL,
-            recorded_at BIGINT NOT NULL, to_recorded_at BIGINT,
-            report_id TEXT, reason TEXT, recorded_by TEXT NOT NULL, quote TEXT, note TEXT)""",
+            recorded_at BIGINT NOT NULL, to_recorded_at BIGINT)""",
     # When each version of a claim counts, on both clocks: from ``recorded_at`` until
     # ``to_recorded_at``, for every known-at from ``published_at`` until ``next_published_at``
     # (NULL: on). At any point at most one row of a claim matches, so a tally over many
@@ -69,6 +69,10 @@ CLAIMS = {
     # store written before may hold several claims of that source there, which tallies pool.
     "tb_spelled": "CREATE TABLE IF NOT EXISTS tb_spelled (incident_id TEXT PRIMARY KEY)",
 }
+# A version reported has figures (low is never empty), a retraction none; an entry that is not
+# where its version was first recorded is a correction of it.
+VERSION_KIND = "(CASE WHEN low IS NULL THEN 'retracted' ELSE 'reported' END)"
+ENTRY_KIND = f"(CASE WHEN position <> version_position THEN 'corrected' ELSE {VERSION_KIND} END)"
 CLAIM_VIEWS = {
     # Each claim, as its first event recorded it (at ``position``: the claim's id is that event's
     # aggregate id in the log).
@@ -77,10 +81,10 @@ CLAIM_VIEWS = {
         SELECT incident_id, source, source_key, measure, grp, position, recorded_at
         FROM tb_entries WHERE position = claim_position""",
     # Each version's figures over recorded time.
-    "tb_figures": """
+    "tb_figures": f"""
         CREATE VIEW tb_figures AS
         SELECT claim_position, version, position, recorded_at, to_recorded_at, version_position,
-               version_kind AS kind, low, high, best, qualifier, published_at,
+               {VERSION_KIND} AS kind, low, high, best, qualifier, published_at,
                incident_id, source_key, measure, grp
         FROM tb_entries""",
 }

@@ -609,26 +609,17 @@ class EventStore:
                        f" WHERE {self.notification_id} > ? ORDER BY {self.notification_id} LIMIT ?", (after, limit))
         return cursor.fetchall()
 
-    def decoded_at(self, cursor: Any, positions: list[int]) -> list[dict[str, Any]]:
-        """The events at these positions of the log, decoded (:func:`decode_state`), in log
-        order, read in the caller's transaction."""
-        if not positions:
-            return []
-        cursor.execute(f"SELECT originator_id, originator_version, topic, state FROM {self.events_table}"
-                       f" WHERE {self.notification_id} IN ({', '.join('?' * len(positions))})"
-                       f" ORDER BY {self.notification_id}", positions)
-        return [decode_state(i, v, t, bytes(s)) for i, v, t, s in cursor.fetchall()]
-
-    def aggregate_ids(self, cursor: Any, positions: Iterable[int]) -> dict[int, str]:
-        """Position -> the aggregate id (text with dashes) of the event there, for those of
+    def decoded_at(self, cursor: Any, positions: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Position -> the event there, decoded (:func:`decode_state`), in log order, for those of
         ``positions`` the log holds, read in the caller's transaction."""
-        found: dict[int, str] = {}
+        found: dict[int, dict[str, Any]] = {}
         wanted = sorted(set(positions))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
-            cursor.execute(f"SELECT {self.notification_id}, originator_id FROM {self.events_table}"
-                           f" WHERE {self.notification_id} IN ({', '.join('?' * len(chunk))})", chunk)
-            found.update((position, id_text(aggregate_id)) for position, aggregate_id in cursor.fetchall())
+            cursor.execute(f"SELECT {self.notification_id}, originator_id, originator_version, topic, state"
+                           f" FROM {self.events_table} WHERE {self.notification_id} IN ({', '.join('?' * len(chunk))})"
+                           f" ORDER BY {self.notification_id}", chunk)
+            found.update((p, decode_state(i, v, t, bytes(s))) for p, i, v, t, s in cursor.fetchall())
         return found
 
     def head_position(self, cursor: Any) -> int:
