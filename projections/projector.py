@@ -175,7 +175,7 @@ class Claims(Projection):
     _CLAIM = COLUMNS[1:7]  # what every row repeats of its claim
     _FIGURE = ("low", "high", "best", "published_at", "version_position")  # a Candidate (see _figure)
     _FIXABLE = ("low", "high", "best", "qualifier")
-    COUNTING = ("claim_position", "version", "incident_id", "source", "measure", "grp", "low", "high", "best",
+    COUNTING = ("claim_position", "version", "incident_id", "measure", "grp", "low", "high", "best",
                 "published_at", "version_position", "next_published_at", "recorded_at", "to_recorded_at")
     # Claims kept in memory between batches: a first catch-up touches each about once, and kept
     # by the 200,000 they made its peak grow with the file (274 -> 177 MB at 30k rows, no slower).
@@ -237,9 +237,9 @@ class Claims(Projection):
 
     def _count(self, claim: _Claim, version: int, figure: Candidate, until: int | None, at: int, *,
                known_new: bool) -> None:
-        claim_position, incident_id, source, _, measure, group = claim.columns
+        claim_position, incident_id, _, _, measure, group = claim.columns
         self.counting.replace((claim_position, version), [
-            claim_position, version, incident_id, source, measure, group, figure.low, figure.high, figure.best,
+            claim_position, version, incident_id, measure, group, figure.low, figure.high, figure.best,
             figure.published_at, figure.recorded, until, at, None], known_new=known_new)
 
     def _new_version(self, claim: _Claim, row: list) -> None:

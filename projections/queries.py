@@ -20,6 +20,8 @@ from tollbook.domain.tally import POLICIES, Candidate, combine, counts
 from tollbook.domain.time import format_instant, format_recorded
 from tollbook.projections.schema import ENTRY_KIND, VERSION_KIND
 
+from tollbook.store.eventstore import StoreUnusable
+
 if TYPE_CHECKING:
     from tollbook.store.eventstore import EventStore
 
@@ -207,20 +209,23 @@ def counted_rows(cursor: Any, by: str | None, measure: str, group: str, as_of: i
     claim's counting version (tb_counting), combines them per incident and sums them per group.
     Incidents that merges pool together go the row-by-row way and are added in."""
     postgres = getattr(cursor, "postgres", False)
-    # Source names travel as JSON arrays (no separator a name could contain), joined by commas.
-    names, joined = ("json_agg(c.source)::text", "string_agg(per.sources, ',')") if postgres else (
-        "json_group_array(c.source)", "group_concat(per.sources, ',')")
-    if by is None:
-        names = "''"  # the total names no sources
+    counting, source = "tb_counting c", "NULL"
+    if by is not None:  # sources are named as their claim's first row of tb_entries has it
+        counting, source = counting + " JOIN tb_entries e ON e.position = c.claim_position", "e.source"
     if policy == "latest":
         # Beside each row, its incident's best: that of the source that published last (ties:
         # recorded last), as domain.tally.current picks it.
-        rows_at = ("(SELECT c.*, first_value(coalesce(c.best, c.low)) OVER (PARTITION BY c.incident_id"
-                   f" ORDER BY c.published_at DESC, c.version_position DESC) AS latest FROM tb_counting c"
+        rows_at = (f"(SELECT c.*, {source} AS source, first_value(coalesce(c.best, c.low)) OVER (PARTITION BY"
+                   f" c.incident_id ORDER BY c.published_at DESC, c.version_position DESC) AS latest FROM {counting}"
                    f" WHERE {_COUNTING}) c")
-        latest = ", max(c.latest) AS latest"
+        latest, source = ", max(c.latest) AS latest", "c.source"
     else:
-        rows_at, latest = f"tb_counting c WHERE {_COUNTING}", ""
+        rows_at, latest = f"{counting} WHERE {_COUNTING}", ""
+    # Source names travel as JSON arrays (no separator a name could contain), joined by commas.
+    names, joined = (f"json_agg({source})::text", "string_agg(per.sources, ',')") if postgres else (
+        f"json_group_array({source})", "group_concat(per.sources, ',')")
+    if by is None:
+        names = "''"  # the total names no sources
     per_incident = (f"SELECT c.incident_id, min(c.low) AS low, max(c.high) AS high{latest}, {names} AS sources"
                     f" FROM {rows_at} GROUP BY c.incident_id")
     params: list[Any] = [measure, group, as_of, as_of, known_at, known_at]
@@ -257,7 +262,7 @@ def source_sums(cursor: Any, measure: str, group: str, as_of: int, known_at: int
     claim's position and source name, the sums of its counting figures, and on how many
     incidents."""
     # SQLite gives a bare column the value of the row where the query's one min() is.
-    name = "(array_agg(c.source ORDER BY c.claim_position))[1]" if getattr(cursor, "postgres", False) else "c.source"
+    name = "(array_agg(e.source ORDER BY c.claim_position))[1]" if getattr(cursor, "postgres", False) else "e.source"
     sums = _exact_sums(("c.low", "c.high", _BEST_IN_SQL[policy][1]))
     cursor.execute(
         f"SELECT e.source_key, min(c.claim_position), {name}, {sums}, count(*)"
@@ -415,7 +420,10 @@ def _entries(cursor: Any, log: EventStore, claims: list[int] | None, after: int,
     entries: dict[int, list[dict]] = defaultdict(list)
     for row in rows:
         entry = dict(zip(_ENTRY, row, strict=True))
-        event = events[entry["position"]]
+        event = events.get(entry["position"])
+        if event is None:
+            raise StoreUnusable(f"the read models hold an entry at position {entry['position']}, which the log"
+                                " does not: the store was changed beside tollbook (tollbook verify)")
         entry["claim_id"] = event["originator_id"]
         entry.update((name, event.get(name)) for name in _SAID)
         entries[entry["claim_position"]].append(entry)

@@ -32,7 +32,6 @@ INCIDENT_INDEXES = [
     "CREATE INDEX IF NOT EXISTS tb_canonical_by_canonical ON tb_canonical (canonical_id, recorded_at)",
 ]
 INCIDENT_QUERY_INDEXES = [
-    "CREATE INDEX IF NOT EXISTS tb_incidents_current ON tb_incidents (recorded_at, to_recorded_at)",
     "CREATE INDEX IF NOT EXISTS tb_merges_recorded ON tb_merges (recorded_at)",
 ]
 
@@ -57,10 +56,11 @@ CLAIMS = {
     # (NULL: on). At any point at most one row of a claim matches, so a tally over many
     # incidents is a filtered scan that the database aggregates, not a choice made row by row
     # in Python (domain.tally.counting_spans). ``best`` and ``version_position`` (where the
-    # version was first recorded) serve the latest policy: which source published last.
+    # version was first recorded) serve the latest policy: which source published last. The
+    # source's name is its claim's first row of tb_entries (at ``claim_position``).
     "tb_counting": """
         CREATE TABLE IF NOT EXISTS tb_counting (
-            claim_position BIGINT NOT NULL, version INTEGER NOT NULL, incident_id TEXT NOT NULL, source TEXT NOT NULL,
+            claim_position BIGINT NOT NULL, version INTEGER NOT NULL, incident_id TEXT NOT NULL,
             measure TEXT NOT NULL, grp TEXT NOT NULL, low BIGINT NOT NULL, high BIGINT NOT NULL, best BIGINT,
             published_at BIGINT NOT NULL, version_position BIGINT NOT NULL, next_published_at BIGINT,
             recorded_at BIGINT NOT NULL, to_recorded_at BIGINT)""",
