@@ -134,6 +134,21 @@ def test_damage_found_mid_command_is_one_line(good_store, tmp_path):
         assert code in (0, 1) and "Traceback" not in err or one_line(code, err), command
 
 
+def test_an_event_deleted_beside_tollbook_is_one_line_where_history_reads_it(good_store, tmp_path):
+    """History and diff read an entry's words from its event in the log: an event deleted
+    with the triggers dropped, its read models' rows left, is one line naming its position."""
+    path = copy(good_store, tmp_path / "s.db")
+    with sqlite3.connect(path) as connection:
+        position, incident_id = connection.execute(
+            "SELECT position, incident_id FROM tb_entries ORDER BY position LIMIT 1").fetchone()
+        connection.execute("DROP TRIGGER tollbook_no_delete_stored_events")
+        connection.execute("DELETE FROM stored_events WHERE rowid = ?", (position,))
+    runner = Runner(str(path), tmp_path)
+    for command in (("history", "--incident", incident_id), ("diff", "--from", "2000-01-01", "--to", "2100-01-01")):
+        assert f"the read models hold an entry at position {position}, which the log does not" in one_line(
+            *runner(*command)[::2]), command
+
+
 # -- read-only places ----------------------------------------------------------------------------
 
 class Unprivileged(Runner):
