@@ -40,10 +40,10 @@ CLAIMS = {
     # which is both an entry of the claim's history and the figures its version has from
     # ``recorded_at`` until ``to_recorded_at`` (when a correction replaces them). One row, not
     # two tables, so projecting an event writes once. The claim's own fields ride along on
-    # every row, so a tally reads one table. What no query selects by (the claim's id, the
-    # report, reason, quote and note, who recorded it) is read from the row's event in the log
-    # at ``position``, and the kinds follow from the row (ENTRY_KIND, VERSION_KIND): issue 14,
-    # the store's bytes.
+    # every row, so a query by incident, source, measure or group reads one table. What no
+    # query selects by (the claim's id; the report, reason, quote and note, who recorded it) is
+    # read from the row's event in the log at ``position``, and the kinds follow from the row
+    # (ENTRY_KIND, VERSION_KIND): issue 14, the store's bytes.
     "tb_entries": """
         CREATE TABLE IF NOT EXISTS tb_entries (
             position INTEGER PRIMARY KEY, claim_position BIGINT NOT NULL,
