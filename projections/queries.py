@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -19,11 +19,7 @@ from tollbook.domain.ids import source_key
 from tollbook.domain.tally import POLICIES, Candidate, combine, counts
 from tollbook.domain.time import format_instant, format_recorded
 from tollbook.projections.schema import ENTRY_KIND, VERSION_KIND
-
-from tollbook.store.eventstore import StoreUnusable
-
-if TYPE_CHECKING:
-    from tollbook.store.eventstore import EventStore
+from tollbook.store.eventstore import EventStore, StoreUnusable
 
 FOREVER = 2**62
 GROUPINGS = ("incident", "country", "admin1", "admin2", "source", "perpetrator", "day", "month", "year")
@@ -445,8 +441,9 @@ def _current(cursor: Any, claims: list[int] | None, as_of: int, known_at: int) -
     for claim_position, found in versions.items():
         figure, version = max(found, key=lambda pair: pair[0].order)
         counting = counts(figure)
-        result[claim_position] = {"counting": counting, "version": version, "low": figure.low if counting else None,
-                            "high": figure.high if counting else None, "best": figure.best if counting else None}
+        result[claim_position] = {"counting": counting, "version": version,
+                                  "low": figure.low if counting else None, "high": figure.high if counting else None,
+                                  "best": figure.best if counting else None}
     return result
 
 
@@ -480,8 +477,8 @@ def history(cursor: Any, log: EventStore, *, incident: str | None = None, source
 
 # -- diff ---------------------------------------------------------------------------------
 
-def diff(cursor: Any, log: EventStore, *, start: int, end: int, known_at: int | None = None, measure: str = "killed",
-         group: str = "all", policy: str = "conservative") -> dict[str, Any]:
+def diff(cursor: Any, log: EventStore, *, start: int, end: int, known_at: int | None = None,
+         measure: str = "killed", group: str = "all", policy: str = "conservative") -> dict[str, Any]:
     point_v = known_at if known_at is not None else FOREVER
     canonical_before, canonical_after = canonical_ids(cursor, start), canonical_ids(cursor, end)
     entries = _entries(cursor, log, None, start, end, measure, group)
