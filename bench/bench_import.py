@@ -117,6 +117,13 @@ def _rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu() -> float:
+    """The CPU seconds (user + system) of this process and of the children it waited for (the
+    projector beside an import): on 2 cores a phase cannot take less than half of it."""
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+
+
 def _peak(phase: dict) -> str:
     """The phase's peak RSS, and with the projector process beside an import (tollbook/follower.py)
     the sum of both peaks (an upper bound of what the two held at once)."""
@@ -137,7 +144,7 @@ def phase_floor(db: str, path: str) -> dict:
         connection.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(header))})", reader)
         connection.commit()
         connection.close()
-    return {"seconds": time.perf_counter() - start, "max_rss_mb": _rss()}
+    return {"seconds": time.perf_counter() - start, "max_rss_mb": _rss(), "cpu_seconds": _cpu()}
 
 
 def phase_events(path: str) -> dict:
@@ -164,7 +171,7 @@ def phase_events(path: str) -> dict:
             for event in unit.events:
                 stored(event, at, recorded_text(at))
             events += len(unit.events)
-    return {"seconds": time.perf_counter() - start, "events": events, "max_rss_mb": _rss()}
+    return {"seconds": time.perf_counter() - start, "events": events, "max_rss_mb": _rss(), "cpu_seconds": _cpu()}
 
 
 def _wal_sampler(db: str) -> tuple[threading.Event, list[int]]:
@@ -196,7 +203,7 @@ def phase_import(db: str, path: str, release: str, published_at: str, complete: 
     stop.set()
     return {"seconds": seconds, "import_seconds": imported, "rows": summary.rows, "imported": summary.imported,
             "unchanged": summary.unchanged, "widened": summary.widened, "rejected": len(summary.rejected),
-            "retracted": summary.retracted, "max_rss_mb": _rss(),
+            "retracted": summary.retracted, "max_rss_mb": _rss(), "cpu_seconds": _cpu(),
             "follower_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             "wal_peak_mb": wal[0] / 1e6}
 
@@ -283,34 +290,42 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = fresh["rows"]
     base = floor["seconds"]
+
+    def cpu(phase: dict) -> str:
+        return f"{phase['cpu_seconds']:.1f} ({phase['cpu_seconds'] / base:.1f}×)"
+
     lines = [
         f"Import benchmark ({time.strftime('%Y-%m-%d %H:%M')}, Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end); "
         f"{'synthetic GED-format' if options.synthetic else 'GED expanded from examples/ucdp-ged-19.1'}, "
         f"{rows:,} rows ({first.stat().st_size / 1e6:.0f} MB); each phase in its own process; SQLite store.",
         "",
-        "| phase | seconds | ÷ floor | rows/s | peak RSS |",
-        "|---|---|---|---|---|",
+        "| phase | seconds | ÷ floor | rows/s | peak RSS | CPU s, all its processes (÷ floor) |",
+        "|---|---|---|---|---|---|",
         f"| floor: csv + sqlite3 executemany of every row | {base:.1f} | 1.0× | {rows / base:,.0f} | "
-        f"{floor['max_rss_mb']:.0f} MB |",
+        f"{floor['max_rss_mb']:.0f} MB | {cpu(floor)} |",
         f"| the events alone: every row parsed, decided on an empty store, its {events['events'] / rows:.0f} events' "
         f"states and leaf hashes made (no store) | {events['seconds']:.1f} | {events['seconds'] / base:.1f}× | "
-        f"{rows / events['seconds']:,.0f} | |",
+        f"{rows / events['seconds']:,.0f} | | {cpu(events)} |",
         f"| fresh import | {fresh['import_seconds']:.1f} | {fresh['import_seconds'] / base:.1f}× | "
-        f"{rows / fresh['import_seconds']:,.0f} | |",
+        f"{rows / fresh['import_seconds']:,.0f} | | |",
         f"| fresh import + first `tally --by year` | {fresh['seconds']:.1f} | **{fresh['seconds'] / base:.1f}×** | "
-        f"{rows / fresh['seconds']:,.0f} | {_peak(fresh)} |",
+        f"{rows / fresh['seconds']:,.0f} | {_peak(fresh)} | {cpu(fresh)} |",
         f"| unchanged re-import | {again['seconds']:.1f} | **{again['seconds'] / base:.1f}×** | "
-        f"{rows / again['seconds']:,.0f} | {_peak(again)} |",
+        f"{rows / again['seconds']:,.0f} | {_peak(again)} | {cpu(again)} |",
         f"| next release (2% changed, 1% gone, --complete: {later['retracted']:,} claims retracted) + tally "
         f"| {later['seconds']:.1f} | **{later['seconds'] / base:.1f}×** | {later['rows'] / later['seconds']:,.0f} | "
-        f"{_peak(later)} |",
+        f"{_peak(later)} | {cpu(later)} |",
     ]
     if postgres:
         lines.append(f"| fresh import into PostgreSQL | {postgres['import_seconds']:.1f} | "
                      f"{postgres['import_seconds'] / base:.1f}× | {rows / postgres['import_seconds']:,.0f} "
                      f"(**{fresh['import_seconds'] / postgres['import_seconds']:.2f}×** SQLite's) | "
-                     f"{_peak(postgres)} |")
+                     f"{_peak(postgres)} | {cpu(postgres)} (the server's not counted) |")
+    cores = os.cpu_count() or 1
+    lines += ["", f"On {cores} cores a phase takes at least its CPU ÷ {cores}: the fresh import + tally cannot take less "
+              f"than **{fresh['cpu_seconds'] / cores / base:.1f}× the floor**, the next release "
+              f"**{later['cpu_seconds'] / cores / base:.1f}×**, however its work is spread, without less work a row."]
     total = sum(sizes.values())
     lines += ["", f"The WAL beside the store at its largest (sampled every 0.2 s): {fresh['wal_peak_mb']:.0f} MB during the "
               f"fresh import, {later['wal_peak_mb']:.0f} MB during the next release."]
