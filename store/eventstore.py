@@ -141,12 +141,13 @@ def id_text(value: Any) -> str:
     return str(value if isinstance(value, UUID) else UUID(str(value)))
 
 
-def decode_state(originator_id: Any, originator_version: int, topic: str, state: bytes) -> dict[str, Any]:
-    """A stored event's members, its originator id (text with dashes) and version among them,
-    whichever way it was stored."""
+def decode_state(originator_id: Any, originator_version: int, topic: str, state: bytes, *,
+                 id_as_text: bool = True) -> dict[str, Any]:
+    """A stored event's members, its originator id (text with dashes, or as given) and version
+    among them, whichever way it was stored."""
     event = orjson.loads(state_json(state))
     if type(event) is dict and "originator_id" not in event:
-        event["originator_id"] = id_text(originator_id)
+        event["originator_id"] = id_text(originator_id) if id_as_text else originator_id
         event["originator_version"] = originator_version
         for name in _NONE_OF_TOPIC.get(topic, ()):
             event.setdefault(name, None)
@@ -170,10 +171,11 @@ class PydanticMapper:
                 STORED_TOPICS[type(event).__name__], encode_state(state))
 
     def to_domain_event(self, originator_id: Any, originator_version: int, topic: str, state: bytes) -> Any:
-        values = decode_state(originator_id, originator_version, topic, state)
+        # The row's id as it is (a UUID when loaded for deciding): not made text to be parsed again.
+        values = decode_state(originator_id, originator_version, topic, state, id_as_text=False)
         values["timestamp"] = from_micros(values["timestamp"])
         event_types()  # registered
-        return library.resolve_topic(topic)(**values)
+        return library.resolve_topic(topic).model_validate(values)
 
 
 CONFLICTS = library.CONFLICTS

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -346,10 +346,9 @@ def retract_absent(book: Book, summary: ImportSummary, builder: RowBuilder, *, s
     at = to_micros(parse_instant(published_at))
 
     def retractions() -> Iterator[tuple[None, dict]]:
-        for claim in counting_claims(book, source=source, published_at=at, prefix=prefix):
-            if claim.incident_id not in present:
-                incidents.add(claim.incident_id)
-                yield None, retraction(claim, published_at, reason)
+        for claim in counting_claims(book, source=source, published_at=at, prefix=prefix, besides=present):
+            incidents.add(claim.incident_id)
+            yield None, retraction(claim, published_at, reason)
 
     summary.retracted += ingest_retractions(book, retractions(), summary)
     summary.retracted_incidents += len(incidents)
@@ -382,10 +381,11 @@ class StoredClaim:
         return counts(current(self.versions, published_at))
 
 
-def counting_claims(book: Book, *, source: str, published_at: int, prefix: str,
+def counting_claims(book: Book, *, source: str, published_at: int, prefix: str, besides: Container[str] = (),
                     page: int = 5000) -> Iterator[Counting]:
-    """The claims by ``source`` on incidents whose id starts with ``prefix`` whose version
-    current at ``published_at`` counts, as the store holds them now, in incident order.
+    """The claims by ``source`` on incidents whose id starts with ``prefix``, but not on those
+    ``besides``, whose version current at ``published_at`` counts, as the store holds them now,
+    in incident order.
 
     Read from the projections a page at a time, each page in its own read transaction, so the
     caller may write between pages."""
@@ -406,7 +406,8 @@ def counting_claims(book: Book, *, source: str, published_at: int, prefix: str,
             last = claims[-1][0]
             claims = [c for c in claims if c[0] != last] or _claims(book, "source_key = ? AND incident_id = ?",
                                                                     [key, last])
-        for stored in _with_versions(book, claims):
+        # The versions only of the claims asked about (a complete release's absent incidents: a few).
+        for stored in _with_versions(book, [claim for claim in claims if claim[0] not in besides]):
             if stored.counts_at(published_at):
                 yield stored.claim
         after = claims[-1][0]
