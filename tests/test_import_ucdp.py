@@ -463,6 +463,14 @@ def test_complete_reads_the_store_page_by_page_whatever_the_page_size(tmp_path):
                  for size in (1, 3, 5, 7, 5000)}
         assert len(pages[5000]) == 40 * 5
         assert all(found == pages[5000] for found in pages.values())
+        # The incidents present in a complete file are left out (their versions are not read),
+        # whichever page they fall on.
+        present = {claim.incident_id for claim in pages[5000][::9]}
+        for size in (1, 3, 5000):
+            absent = list(counting_claims(book, source="UCDP GED", published_at=at, prefix="ucdp-ged:",
+                                          besides=present, page=size))
+            assert absent == [claim for claim in pages[5000] if claim.incident_id not in present]
+            assert 0 < len(absent) < len(pages[5000])
 
 
 def test_a_projector_process_beside_a_long_import_leaves_the_first_query_nothing_to_do(stores, monkeypatch):
