@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from tollbook.commands.documents import BadDocument, Command, parse
@@ -95,6 +95,7 @@ class States:
         self.decided: dict[UUID, Any] = {}
         self.saving: dict[UUID, Any] = {}
         self.saved: dict[UUID, Any] = {}
+        self._watches: list[set[UUID]] = []  # see watch()
 
     def get(self, aggregate_id: UUID, evolve: Evolve) -> Any:
         for layer in (self.decided, self.saving, self.saved):
@@ -125,6 +126,43 @@ class States:
                 state = evolve(state, event)
             loaded[aggregate_id] = state
         self.saved.update(loaded)
+
+    def load_reads(self, everything: list[list[tuple[UUID, Evolve]]]) -> None:
+        """Loads what documents read (:func:`reads` of each) that is not held, in a few queries.
+        Receipts first: a document already received reads nothing else (a repeated import)."""
+        self.make_room(sum(map(len, everything)))
+        self.load_many(dict(found[0] for found in everything))
+        rest: dict[UUID, Evolve] = {}
+        for found in everything:
+            if self.is_absent(found[0][0]):
+                rest.update(found[1:])
+        self.load_many(rest)
+
+    def watch(self) -> set[UUID]:
+        """Before states are loaded elsewhere (:meth:`take`): the aggregates this ingest changed
+        that may not be committed yet, and from now on every one it changes. A state loaded
+        elsewhere of one of them may be stale, and no conflict would tell if deciding on it
+        stored nothing."""
+        watched = set(self.decided) | set(self.saving)
+        self._watches.append(watched)
+        return watched
+
+    def take(self, states: dict[UUID, Any], watched: set[UUID]) -> None:
+        """States loaded elsewhere since :meth:`watch`: kept, but for those held or watched."""
+        self.forget_watch(watched)
+        self.make_room(len(states))
+        self.saved.update((aggregate_id, state) for aggregate_id, state in states.items()
+                          if aggregate_id not in watched and aggregate_id not in self.saved
+                          and aggregate_id not in self.decided and aggregate_id not in self.saving)
+
+    def forget_watch(self, watched: set[UUID]) -> None:
+        self._watches.remove(watched)
+
+    def changed(self, states: dict[UUID, Any]) -> None:
+        """What a document decided changes."""
+        self.decided.update(states)
+        for watched in self._watches:
+            watched.update(states)
 
     def make_room(self, coming: int) -> None:
         if len(self.saved) + coming > self.size:
@@ -164,18 +202,11 @@ class Decider:
         self.states = states
         self.recorded_by = recorded_by
 
-    def prefetch(self, parsed: list[_Decided]) -> None:
-        """Loads the aggregates the documents will read that are not held, in a few queries
-        (one query per aggregate is what made bulk ingest slow)."""
-        everything = [reads(decided.command, decided.content_hash) for decided in parsed]
-        self.states.make_room(sum(map(len, everything)))
-        # Receipts first: a document already received reads nothing else (a repeated import).
-        self.states.load_many(dict(found[0] for found in everything))
-        rest: dict[UUID, Evolve] = {}
-        for found in everything:
-            if self.states.is_absent(found[0][0]):
-                rest.update(found[1:])
-        self.states.load_many(rest)
+    @staticmethod
+    def reads(parsed: list[_Decided]) -> list[list[tuple[UUID, Evolve]]]:
+        """What the documents will read, to be loaded in a few queries (one query per aggregate
+        is what made bulk ingest slow)."""
+        return [reads(decided.command, decided.content_hash) for decided in parsed]
 
     def decide(self, decided: _Decided) -> _Decided:
         unit = Unit(self.states.get, self.recorded_by)
@@ -186,7 +217,7 @@ class Decider:
             decided.rejected, decided.events = str(rejected), []
         else:
             decided.rejected, decided.events = None, unit.events
-            self.states.decided.update(unit.changed)
+            self.states.changed(unit.changed)
         decided.changes = bool(decided.events)
         return decided
 
@@ -298,22 +329,52 @@ class BatchWriter:
                 result.unchanged += 1
 
 
+class Loader(Protocol):
+    """Loads states in another process while this one decides (tollbook/follower.py)."""
+
+    def request(self, everything: list[list[tuple[UUID, Evolve]]]) -> Callable[[], list[Any] | None]:
+        """Asks for what :meth:`States.load_reads` would load; the answer, once received, is
+        each aggregate's state in the order asked (``LEFT`` where it was not loaded), or None if
+        the other process could not (then this one loads them)."""
+        ...
+
+
+LEFT = "left"  # a loader's answer for an aggregate it did not load (a received document's others)
+
+
+@dataclass
+class _Ahead:
+    """A run whose states are being loaded elsewhere while the run before it is decided."""
+
+    parsed: list[_Decided]
+    everything: list[list[tuple[UUID, Evolve]]]
+    watched: set[UUID]
+    answer: Callable[[], list[Any] | None]
+
+
 class Ingestor:
     """Feeds documents into one store for one editor: the decider and the batch writer over one
     cache. Documents are read ahead ``prefetch_documents`` at a time (what they read is loaded
     in a few queries) and saved about ``batch_events`` at a time (see :class:`BatchWriter`);
     ``cache_size`` aggregates are kept as saved (the importers keep fewer: each row's are
-    touched about once)."""
+    touched about once). With a ``loader``, a run's states are loaded by another process while
+    the run before it is decided."""
 
     # Big transactions: each commit writes every index page its events touched (ids are random)
     # and syncs, so its cost hardly depends on how many events it holds.
     def __init__(self, store: EventStore, recorded_by: str, *, prefetch_documents: int = 5000,
-                 batch_events: int = 25_000, cache_size: int = 250_000, max_retries: int = 8):
+                 batch_events: int = 25_000, cache_size: int = 250_000, max_retries: int = 8,
+                 loader: Loader | None = None):
         self.prefetch_documents = prefetch_documents
         self.states = States(store, cache_size)
         self.decider = Decider(self.states, recorded_by)
         self.writer = BatchWriter(store, self.decider, batch_events=batch_events,
                                   batch_documents=prefetch_documents, max_retries=max_retries)
+        self.loader = loader
+        # With a loader two runs are held at once (one decided, one loaded): each is half as long.
+        self._run_length = prefetch_documents // 2 if loader else prefetch_documents
+        self._ahead: _Ahead | None = None
+        self._reading_stored = False  # whether the last run read stored states (see _stored)
 
     def ingest(self, lines: Iterable[Any], result: IngestResult | None = None, *,
                numbered: bool = False) -> IngestResult:
@@ -333,10 +394,11 @@ class Ingestor:
                         result.rejected.append(Rejection(number, str(error)))
                         continue
                     parsed.append(_Decided(number, line, command, content_hash, *earlier))
-                    if len(parsed) >= self.prefetch_documents:
+                    if len(parsed) >= self._run_length:
                         self._run(parsed, result)
                         parsed = []
                 self._run(parsed, result)
+                self._decide_ahead(result)
                 self.writer.save(result)
                 self.writer.land(result)  # nothing is accepted before it is on disk
             except BaseException as error:
@@ -345,6 +407,8 @@ class Ingestor:
                     result.rejected.sort(key=lambda r: r.line)
                     raise IngestStopped(error, result) from error
                 raise
+            finally:
+                self._ahead = None
             # Let go of what only this ingest needed while the collector is still off: back on
             # (and at the process's exit) it would walk all of it once more.
             self.states.forget(saving=True)
@@ -353,10 +417,46 @@ class Ingestor:
         return result
 
     def _run(self, parsed: list[_Decided], result: IngestResult) -> None:
-        """Decides a run of parsed documents, loading what they read in one go first."""
-        self.decider.prefetch(parsed)
-        for decided in parsed:
-            self.writer.add(self.decider.decide(decided), result)
+        """Decides a run of parsed documents, loading what they read in one go first; with a
+        loader, asks it for this run's states and decides the run before."""
+        everything = self.decider.reads(parsed)
+        if self.loader is not None and self._reading_stored:
+            ahead = _Ahead(parsed, everything, self.states.watch(), self.loader.request(everything))
+            self._decide_ahead(result)
+            self._ahead = ahead
+            return
+        self._decide_ahead(result)
+        self.states.load_reads(everything)
+        self._reading_stored = self._stored([self.states.saved.get(a, LEFT) for found in everything for a, _ in found])
+        self._decide(parsed, result)
         # The ids derived for this run are reused within it (prefetch, then deciding); kept
         # longer, they made an import's memory grow with the file up to the caches' size.
+        # (With a loader two runs' ids are in use at once: they fit in the caches.)
         ids.forget()
+
+    def _decide_ahead(self, result: IngestResult) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        answer = ahead.answer()
+        if answer is None:  # the loader could not: loaded here, on what is held now
+            self.states.forget_watch(ahead.watched)
+            self.states.load_reads(ahead.everything)
+            self.loader = None
+        else:
+            self._reading_stored = self._stored(answer)
+            flat = [aggregate_id for found in ahead.everything for aggregate_id, _ in found]
+            self.states.take({aggregate_id: state for aggregate_id, state in zip(flat, answer, strict=True)
+                              if state != LEFT}, ahead.watched)
+        self._decide(ahead.parsed, result)
+
+    @staticmethod
+    def _stored(states: list[Any]) -> bool:
+        """Whether a run read stored states, a quarter of what it asked for or more (a next
+        release's rows): only then are the next run's loaded elsewhere. A fresh import's are
+        not: loaded here they cost little, and two runs in flight would hold more memory."""
+        return sum(state is not None and state != LEFT for state in states) * 4 >= len(states)
+
+    def _decide(self, parsed: list[_Decided], result: IngestResult) -> None:
+        for decided in parsed:
+            self.writer.add(self.decider.decide(decided), result)

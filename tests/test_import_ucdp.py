@@ -11,7 +11,10 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import pytest
@@ -494,3 +497,144 @@ def test_a_projector_process_beside_a_long_import_leaves_the_first_query_nothing
             assert without_clock(beside.tally(by=by)) == without_clock(after.tally(by=by))
         assert without_clock(beside.history(incident="ucdp-ged:71686")) == without_clock(
             after.history(incident="ucdp-ged:71686"))
+
+
+
+def _next_release_twice(tmp_path: Path) -> tuple[Path, Path, str]:
+    """400 rows, then the next release of them: every 7th row's high changed, and row 42 (one
+    it changes) given again as the first release had it, in the run after its own (runs of 40)."""
+    header, rows = read_rows()
+    later = [dict(row) for row in rows[:400]]
+    for row in later[::7]:
+        row["high"] = str(int(row["high"]) + 3)
+    later.insert(85, dict(rows[42]))
+    return (write_rows(tmp_path / "r1.csv", header, rows[:400]), write_rows(tmp_path / "r2.csv", header, later),
+            f"ucdp-ged:{rows[42]['id']}")
+
+
+def _import_both(stores, monkeypatch, first: Path, second: Path, incident: str, loaded: Callable) -> None:
+    """The two releases into one store loading states as ``loaded`` sets up, and into another
+    loading them itself: counts, rejections and answers are the same. The row given twice is
+    refused, as the first stored its receipt; had the states it reads been used as loaded
+    before that was committed, its claims would look unchanged and it would store nothing."""
+    import tollbook.commands.importers.common as common
+    from tollbook.projections.queries import GROUPINGS
+    from test_import_equivalence import without_clock
+
+    # Small runs, batches and cache: many runs, each batch landed soon, the cache often emptied.
+    monkeypatch.setattr(common, "IMPORT_DOCUMENTS", 80)
+    monkeypatch.setattr(common, "IMPORT_EVENTS", 2)
+    monkeypatch.setattr(common, "IMPORT_CACHE", 100)
+    summaries = []
+    with Tollbook(stores.new(), editor="tester") as beside, Tollbook(stores.new(), editor="tester") as alone:
+        for book in (beside, alone):
+            with loaded() if book is beside else nullcontext():
+                book.import_ucdp(str(first), release="1", published_at=P1)
+                summaries.append(book.import_ucdp(str(second), release="2", published_at=P2, complete=True))
+        for summary in summaries:
+            assert len(summary.rejected) == 1 and "a different document is already stored" in summary.rejected[0].error
+            assert (summary.imported, summary.unchanged) == (57, 343)
+        assert str(summaries[0].rejected[0]) == str(summaries[1].rejected[0])
+        for by in GROUPINGS:
+            assert without_clock(beside.tally(by=by)) == without_clock(alone.tally(by=by))
+        assert without_clock(beside.history(incident=incident)) == without_clock(alone.history(incident=incident))
+
+
+def test_the_follower_loads_what_a_next_releases_rows_read_and_the_answers_are_the_same(stores, monkeypatch, tmp_path):
+    """Beside the import of a next release, the follower also loads the states its rows read while
+    the import decides the rows before them (commands/ingest.py's Loader)."""
+    import tollbook.follower
+
+    requests = []
+    request = tollbook.follower.Loading.request
+    monkeypatch.setattr(tollbook.follower.Loading, "request", lambda self, everything: (
+        requests.append(len(everything)), request(self, everything))[1])
+
+    @contextmanager
+    def follower() -> Iterator[None]:
+        with monkeypatch.context() as inside:
+            inside.setattr(tollbook.follower, "ALONGSIDE_BYTES", 0)
+            yield
+
+    _import_both(stores, monkeypatch, *_next_release_twice(tmp_path), follower)
+    assert len(requests) >= 8  # the follower loaded for every run but the first
+
+
+def test_states_loaded_before_the_run_ahead_is_decided_are_not_used_for_what_it_changes(stores, monkeypatch, tmp_path):
+    """A loader that loads at once when asked, before the run ahead of it is decided (the
+    follower is seldom that quick): what that run changes is loaded again, not taken."""
+    from tollbook.commands.ingest import LEFT, States
+
+    class LoadingAtOnce:
+        def __init__(self, store):
+            self.store, self.requests = store, 0
+
+        def request(self, everything):
+            states = States(self.store, sys.maxsize)
+            states.load_reads(everything)
+            self.requests += 1
+            answer = [states.saved.get(aggregate_id, LEFT) for found in everything for aggregate_id, _ in found]
+            return lambda: answer
+
+    loaders = []
+
+    @contextmanager
+    def at_once() -> Iterator[None]:
+        def alongside(book, size):
+            loaders.append(LoadingAtOnce(book.store))
+            return nullcontext(loaders[-1])
+
+        with monkeypatch.context() as inside:
+            inside.setattr(Tollbook, "projecting_alongside", alongside)
+            yield
+
+    _import_both(stores, monkeypatch, *_next_release_twice(tmp_path), at_once)
+    assert loaders[-1].requests >= 8
+
+
+
+def test_an_import_whose_loader_fails_loads_the_states_itself(stores, monkeypatch, tmp_path):
+    """A follower gone mid-import (here its third answer is cut short, then its pipes are
+    closed): the import loads the rest of its states itself, with the same answers."""
+    from tollbook.commands.ingest import LEFT, States
+    from tollbook.follower import Loading, _receive, _send
+
+    loadings = []
+
+    def alongside(book, size):
+        requests_read, requests_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+
+        def serve():  # the follower's side, over real pipes
+            with suppress(EOFError), os.fdopen(requests_read, "rb") as requests, \
+                    os.fdopen(answers_write, "wb") as answers:
+                for served in range(3):
+                    everything = _receive(requests)
+                    if served == 2:
+                        answers.write((16).to_bytes(8, "big") + b"cut")
+                        return
+                    states = States(book.store, sys.maxsize)
+                    states.load_reads(everything)
+                    _send(answers, [states.saved.get(a, LEFT) for found in everything for a, _ in found])
+
+        threading.Thread(target=serve, daemon=True).start()
+        streams = os.fdopen(requests_write, "wb"), os.fdopen(answers_read, "rb")
+        loadings.append(Loading(*streams))
+        return closing_all(loadings[-1], streams)
+
+    @contextmanager
+    def closing_all(loading, streams) -> Iterator[Loading]:
+        try:
+            yield loading
+        finally:
+            for stream in streams:
+                stream.close()
+
+    @contextmanager
+    def failing() -> Iterator[None]:
+        with monkeypatch.context() as inside:
+            inside.setattr(Tollbook, "projecting_alongside", alongside)
+            yield
+
+    _import_both(stores, monkeypatch, *_next_release_twice(tmp_path), failing)
+    assert loadings[-1].request([])() is None  # the next release's loader broke, and the import went on

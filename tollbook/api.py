@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollbook.domain.tally import POLICIES
 from tollbook.domain.time import CLOCK_SKEW, check_moment, format_instant, parse_instant, to_micros
-from tollbook.follower import projecting_alongside
+from tollbook.follower import Loading, projecting_alongside
 from tollbook.projections import queries
 from tollbook.projections.projector import Projector
 from tollbook.store.eventstore import EventStore, open_store
@@ -125,9 +125,10 @@ class Tollbook:
 
         return import_acled_deletions(self, path, encoding=encoding, progress=progress)
 
-    def projecting_alongside(self, size: int) -> AbstractContextManager[None]:
+    def projecting_alongside(self, size: int) -> AbstractContextManager[Loading | None]:
         """While an import reads ``size`` bytes of rows: a projector in a process of its own
-        beside it, if the input is long enough to be worth one (tollbook/follower.py)."""
+        beside it, if the input is long enough to be worth one, which also loads states for the
+        import (tollbook/follower.py)."""
         return projecting_alongside(self.db, size) if self.refresh_on_read else nullcontext()
 
     @no_cycle_collection

@@ -25,7 +25,7 @@ from tollbook.domain.tally import Candidate, counts, current
 from tollbook.store.eventstore import StoreFull
 
 if TYPE_CHECKING:
-    from tollbook.commands.ingest import IngestResult
+    from tollbook.commands.ingest import IngestResult, Loader
     from tollbook.store.eventstore import EventStore
 
 
@@ -38,7 +38,7 @@ class Book(Protocol):
 
     def refresh(self) -> int: ...
 
-    def projecting_alongside(self, size: int) -> AbstractContextManager[None]: ...
+    def projecting_alongside(self, size: int) -> AbstractContextManager[Loader | None]: ...
 
 
 # Aggregates are touched about once per import; a small cache keeps memory flat.
@@ -283,8 +283,9 @@ def ingest_rows(book: Book, rows: CsvRows, builder: RowBuilder, summary: ImportS
     from tollbook.commands.ingest import IngestStopped
 
     try:
-        with book.projecting_alongside(rows.size or 0):  # the second core projects the rows' events
-            result = _ingest(book, documents())
+        # The second core projects the rows' events and loads what the next rows read.
+        with book.projecting_alongside(rows.size or 0) as loader:
+            result = _ingest(book, documents(), loader)
     except IngestStopped as stopped:  # a full disk: the summary says how far it got
         count(stopped.result)
         raise ImportStopped(stopped, summary) from stopped
@@ -303,12 +304,13 @@ def ingest_retractions(book: Book, retractions: Iterable[tuple[int | None, dict]
     return result.accepted
 
 
-def _ingest(book: Book, documents: Iterable[tuple[int, dict] | tuple[int, dict, tuple[str, ...]]]) -> IngestResult:
+def _ingest(book: Book, documents: Iterable[tuple[int, dict] | tuple[int, dict, tuple[str, ...]]],
+            loader: Loader | None = None) -> IngestResult:
     from tollbook.commands.ingest import Ingestor
 
     with _fewer_collections():
         return Ingestor(book.store, book.editor, cache_size=IMPORT_CACHE, prefetch_documents=IMPORT_DOCUMENTS,
-                        batch_events=IMPORT_EVENTS).ingest(documents, numbered=True)
+                        batch_events=IMPORT_EVENTS, loader=loader).ingest(documents, numbered=True)
 
 
 @contextmanager
