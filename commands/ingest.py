@@ -138,6 +138,11 @@ class States:
                 rest.update(found[1:])
         self.load_many(rest)
 
+    def loaded(self, everything: list[list[tuple[UUID, Evolve]]]) -> list[Any]:
+        """What :meth:`load_reads` loaded, in the order asked: each aggregate's state, ``LEFT``
+        where it was not loaded (a loader's answer)."""
+        return [self.saved.get(aggregate_id, LEFT) for found in everything for aggregate_id, _ in found]
+
     def watch(self) -> set[UUID]:
         """Before states are loaded elsewhere (:meth:`take`): the aggregates this ingest changed
         that may not be committed yet, and from now on every one it changes. A state loaded
@@ -365,7 +370,6 @@ class Ingestor:
     def __init__(self, store: EventStore, recorded_by: str, *, prefetch_documents: int = 5000,
                  batch_events: int = 25_000, cache_size: int = 250_000, max_retries: int = 8,
                  loader: Loader | None = None):
-        self.prefetch_documents = prefetch_documents
         self.states = States(store, cache_size)
         self.decider = Decider(self.states, recorded_by)
         self.writer = BatchWriter(store, self.decider, batch_events=batch_events,
@@ -427,7 +431,7 @@ class Ingestor:
             return
         self._decide_ahead(result)
         self.states.load_reads(everything)
-        self._reading_stored = self._stored([self.states.saved.get(a, LEFT) for found in everything for a, _ in found])
+        self._reading_stored = self._stored(self.states.loaded(everything))
         self._decide(parsed, result)
         # The ids derived for this run are reused within it (prefetch, then deciding); kept
         # longer, they made an import's memory grow with the file up to the caches' size.

@@ -563,7 +563,7 @@ def test_the_follower_loads_what_a_next_releases_rows_read_and_the_answers_are_t
 def test_states_loaded_before_the_run_ahead_is_decided_are_not_used_for_what_it_changes(stores, monkeypatch, tmp_path):
     """A loader that loads at once when asked, before the run ahead of it is decided (the
     follower is seldom that quick): what that run changes is loaded again, not taken."""
-    from tollbook.commands.ingest import LEFT, States
+    from tollbook.commands.ingest import States
 
     class LoadingAtOnce:
         def __init__(self, store):
@@ -573,7 +573,7 @@ def test_states_loaded_before_the_run_ahead_is_decided_are_not_used_for_what_it_
             states = States(self.store, sys.maxsize)
             states.load_reads(everything)
             self.requests += 1
-            answer = [states.saved.get(aggregate_id, LEFT) for found in everything for aggregate_id, _ in found]
+            answer = states.loaded(everything)
             return lambda: answer
 
     loaders = []
@@ -596,7 +596,7 @@ def test_states_loaded_before_the_run_ahead_is_decided_are_not_used_for_what_it_
 def test_an_import_whose_loader_fails_loads_the_states_itself(stores, monkeypatch, tmp_path):
     """A follower gone mid-import (here its third answer is cut short, then its pipes are
     closed): the import loads the rest of its states itself, with the same answers."""
-    from tollbook.commands.ingest import LEFT, States
+    from tollbook.commands.ingest import States
     from tollbook.follower import Loading, _receive, _send
 
     loadings = []
@@ -615,7 +615,7 @@ def test_an_import_whose_loader_fails_loads_the_states_itself(stores, monkeypatc
                         return
                     states = States(book.store, sys.maxsize)
                     states.load_reads(everything)
-                    _send(answers, [states.saved.get(a, LEFT) for found in everything for a, _ in found])
+                    _send(answers, states.loaded(everything))
 
         threading.Thread(target=serve, daemon=True).start()
         streams = os.fdopen(requests_write, "wb"), os.fdopen(answers_read, "rb")

@@ -113,7 +113,7 @@ class Loading:
 
 def _serve(requests: queue.Queue, answers: IO[bytes]) -> None:
     """The loads, in a thread of the follower's: each request's states, in the order asked."""
-    from tollbook.commands.ingest import LEFT, States
+    from tollbook.commands.ingest import States
     from tollbook.store.eventstore import open_store
 
     try:
@@ -121,8 +121,7 @@ def _serve(requests: queue.Queue, answers: IO[bytes]) -> None:
             while (everything := requests.get()) is not None:
                 states = States(store, sys.maxsize)
                 states.load_reads(everything)
-                _send(answers, [states.saved.get(aggregate_id, LEFT) for found in everything
-                                for aggregate_id, _ in found])
+                _send(answers, states.loaded(everything))
     except BaseException:  # the answers' end is closed: the import loads what it asked itself
         return
 
