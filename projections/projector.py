@@ -48,9 +48,6 @@ class Projection:
     query_indexes: list[str]  # needed only by queries: a rebuild creates them at its end
     handlers: dict[str, Callable[[Any, int, Event], None]]
 
-    # Topics whose handler writes before the batch's flush: projected only under the write lock.
-    writes_midway: frozenset[str] = frozenset()
-
     def apply(self, cursor: Any, notifications: Iterable[tuple[int, str, Event]]) -> None:
         """Works out the rows of these events, to be written by :meth:`flush`."""
         for position, topic, event in notifications:
@@ -73,7 +70,6 @@ class Incidents(Projection):
     indexes = schema.INCIDENT_INDEXES
     query_indexes = schema.INCIDENT_QUERY_INDEXES
     GROUPED = ("country", "admin1", "admin2", "perpetrator")  # the fields with a column, as named
-    writes_midway = frozenset({INCIDENT_MERGED})  # a merge reads tb_canonical as written so far
 
     def __init__(self) -> None:
         self.states = Timeline(
@@ -108,12 +104,8 @@ class Incidents(Projection):
 
     def _merged(self, cursor: Any, position: int, event: Event) -> None:
         # Everything that counted under the merged-away incident now counts where it went.
-        self.canonical.flush(cursor)
         merged, into, at = event["incident_id"], event["into"], event["timestamp"]
-        cursor.execute(
-            "SELECT incident_id FROM tb_canonical WHERE canonical_id = ? AND to_recorded_at IS NULL", (merged,)
-        )
-        for (incident_id,) in [*cursor.fetchall(), (merged,)]:
+        for (incident_id,) in [*self.canonical.current_where(cursor, "canonical_id", merged), (merged,)]:
             self.canonical.replace((incident_id,), self.canonical.row(
                 incident_id=incident_id, position=position, recorded_at=at, canonical_id=into))
         self.merges.append((position, merged, into, at, event.get("reason"), event["recorded_by"]))
@@ -318,7 +310,6 @@ class Projector:
         self.tracking = getattr(store, "tracking_table", "tracking")
         self.projections = all_projections(self.store)
         self.topics = {topic for projection in self.projections for topic in projection.handlers}
-        self.midway = {topic for projection in self.projections for topic in projection.writes_midway}
         self._left: dict[str, int] | None = None  # each projection's position after this projector's last batch
         # Opening a store that has every projection and index takes no write lock: a reader
         # does not queue behind a writer.
@@ -426,37 +417,34 @@ class Projector:
     def _step(self) -> tuple[int, int]:
         """Projects the next batch: worked out in a read transaction, without the write lock (a
         writer, such as an import, goes on meanwhile: the second core projects its events), then
-        written under the lock if no other process projected since; else, or if a projection
-        writes as it goes (a merge), worked out again and written under the lock."""
+        written under the lock if no other process projected since; else worked out again and
+        written under the lock."""
         head = self._current()
         if head is not None:
             return 0, head
         with self.store.transaction(write=False) as cursor:
-            positions, read, last, midway = self._project(cursor, locked=False)
+            positions, read, last = self._project(cursor, locked=False)
         if not read:
             return 0, last
-        if not midway:
-            # Projections can be rebuilt from the log: their commits need not wait for the disk.
-            with self.store.transaction(durable=False) as cursor:
-                self.store.lock(cursor, self.LOCK)
-                if self._positions(cursor) == positions:
-                    return self._write(cursor, positions, read, last)
+        # Projections can be rebuilt from the log: their commits need not wait for the disk.
+        with self.store.transaction(durable=False) as cursor:
+            self.store.lock(cursor, self.LOCK)
+            if self._positions(cursor) == positions:
+                return self._write(cursor, positions, read, last)
         self.projections = all_projections(self.store)  # what was worked out may be stale: drop it
         self._left = None
         with self.store.transaction(durable=False) as cursor:
             self.store.lock(cursor, self.LOCK)
-            positions, read, last, _ = self._project(cursor, locked=True)
+            positions, read, last = self._project(cursor, locked=True)
             return self._write(cursor, positions, read, last)
 
     def _positions(self, cursor: Any) -> dict[str, int]:
         return {p.name: self._position(cursor, p) or 0 for p in self.projections}
 
-    def _project(self, cursor: Any, *, locked: bool) -> tuple[dict[str, int], int, int, bool]:
+    def _project(self, cursor: Any, *, locked: bool) -> tuple[dict[str, int], int, int]:
         """Works out the next batch (without the write lock: one piece of it, held in memory
         until written; under the lock: the whole batch, written a piece at a time). Returns
-        the projections' positions, how many events were read, the last one's position, and,
-        without the lock, whether the piece holds an event whose projecting writes as it goes
-        (then nothing of it is applied: the caller projects it under the lock)."""
+        the projections' positions, how many events were read and the last one's position."""
         positions = self._positions(cursor)
         if positions != self._left:
             # Another process projected (or rebuilt) since this one's last batch: what the
@@ -474,15 +462,13 @@ class Projector:
             # Only the events some projection reads are decoded (not the document receipts).
             decoded = [(position, topic, decode_state(aggregate_id, version, topic, state))
                        for position, aggregate_id, version, topic, state in notifications if topic in self.topics]
-            if not locked and any(topic in self.midway for _, topic, _ in decoded):
-                return positions, read, last, True
             for projection in self.projections:
                 position = positions[projection.name]
                 if position < last:
                     projection.apply(cursor, (d for d in decoded if d[0] > position))
                     if locked:
                         projection.flush(cursor)
-        return positions, read, last, False
+        return positions, read, last
 
     def _write(self, cursor: Any, positions: dict[str, int], read: int, last: int) -> tuple[int, int]:
         """Writes what the projections worked out, and their positions, in the caller's transaction."""

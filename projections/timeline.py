@@ -22,6 +22,7 @@ class Timeline:
         self._closes: list[tuple] = []
         where = " AND ".join(f"{k} = ?" for k in key)
         self._select = f"SELECT {', '.join(columns)} FROM {table} WHERE {where} AND to_recorded_at IS NULL"
+        self._keys = f"SELECT {', '.join(key)} FROM {table} WHERE to_recorded_at IS NULL"
         self._close = f"UPDATE {table} SET to_recorded_at = ? WHERE {where} AND to_recorded_at IS NULL"
         self._insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
@@ -37,6 +38,16 @@ class Timeline:
         cursor.execute(self._select, key)
         row = cursor.fetchone()
         return list(row) if row else None
+
+    def current_where(self, cursor: Any, column: str, value: Any) -> list[tuple]:
+        """The keys whose current row has ``value`` in ``column``: those this batch opened
+        with it, and the stored ones this batch left as they were. Nothing is written, so a
+        batch can be worked out in a read transaction."""
+        at = self.index[column]
+        cursor.execute(f"{self._keys} AND {column} = ?", (value,))
+        changed = self._open.keys() | {closed[1:] for closed in self._closes}
+        stored = [key for key in cursor.fetchall() if key not in changed]
+        return stored + [key for key, row in self._open.items() if row[at] == value]
 
     def replace(self, key: tuple, row: list, *, known_new: bool = False) -> None:
         """Makes ``row`` the key's state from its ``recorded_at`` on; ``known_new``: the key has
