@@ -272,6 +272,48 @@ def test_a_transaction_read_in_pieces_projects_as_one_read(book, db_path):
     assert rows() == projected
 
 
+def test_a_file_is_projected_beside_its_ingest_and_the_answers_are_the_same(stores, monkeypatch, tmp_path):
+    """An ingest of a long file (4 MB or more; here any) has the follower beside it
+    (tollbook/follower.py): the read models stand at the log's head when it returns, the
+    follower loaded what a file of revisions reads, and every answer is that of the same
+    documents ingested from lists, with no follower."""
+    import tollbook.follower
+    from bench.generate import generate
+    from test_import_equivalence import without_clock
+    from tollbook.api import Tollbook
+    from tollbook.projections.queries import GROUPINGS
+
+    first = [json.dumps(d) for d in generate(3000, seed=11)]  # merges, corrections, retractions
+    first += [report(f"a{n}", "2024-01-02T00:00:00Z", claim(f"x{n}", "S", n), incidents=(incident(f"x{n}"),))
+              for n in range(600)]
+    revisions = [report(f"b{n}", "2024-01-03T00:00:00Z", claim(f"x{n}", "S", n + 1)) for n in range(600)]
+    files = []
+    for name, lines in (("first", first), ("revisions", revisions)):
+        files.append(tmp_path / f"{name}.jsonl")
+        files[-1].write_text("".join(line + "\n" for line in lines))
+    requests = []
+    request = tollbook.follower.Loading.request
+    monkeypatch.setattr(tollbook.follower.Loading, "request", lambda self, everything: (
+        requests.append(len(everything)), request(self, everything))[1])
+    with Tollbook(stores.new(), editor="t") as beside, Tollbook(stores.new(), editor="t") as alone:
+        with monkeypatch.context() as long:
+            long.setattr(tollbook.follower, "ALONGSIDE_BYTES", 0)
+            for path in files:
+                with open(path, "rb") as lines:  # short runs and batches: many of both
+                    result = beside.ingest(lines, prefetch_documents=60, batch_events=100)
+                assert result.rejected == [] and result.accepted > 500
+                assert set(beside.projector.positions().values()) == {beside.store.last_position()}
+        loads = len(requests)
+        assert loads >= 5  # the revisions' runs
+        for lines in (first, revisions):
+            assert alone.ingest(lines).rejected == []
+        assert len(requests) == loads  # a list is not a long file: no follower
+        for by in GROUPINGS:
+            assert without_clock(beside.tally(by=by)) == without_clock(alone.tally(by=by))
+        for row in beside.tally(by="incident")["rows"][::25]:
+            assert without_clock(beside.history(incident=row["key"])) == without_clock(alone.history(incident=row["key"]))
+
+
 @pytest.mark.parametrize("rival", ["projects the same batch", "rebuilds"])
 def test_a_batch_worked_out_while_another_projector_wrote_is_worked_out_again(book, db_path, monkeypatch, rival):
     """A projector works its batch out without the write lock. If another one (another

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
@@ -31,6 +32,15 @@ if TYPE_CHECKING:
     from tollbook.store.tokens import Tokens
 
 DEFAULT_DB = "tollbook.db"
+
+
+def _bytes_left(documents: Iterable[Any]) -> int:
+    """What is left to read of a regular file (0 for a pipe, a list, anything else)."""
+    try:
+        status = os.fstat(documents.fileno())  # type: ignore[attr-defined]
+        return status.st_size - documents.tell() if stat.S_ISREG(status.st_mode) else 0  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def default_editor() -> str:
@@ -87,10 +97,12 @@ class Tollbook:
     # -- write side ----------------------------------------------------------------------
 
     def ingest(self, documents: Iterable[str | bytes | dict], **options: Any) -> IngestResult:
-        """Stores the documents (JSON lines or dicts); each is atomic, bad ones are reported."""
+        """Stores the documents (JSON lines or dicts); each is atomic, bad ones are reported.
+        A long file's events are projected while it is ingested, by a process beside it."""
         from tollbook.commands.ingest import Ingestor  # the write side's models load only when writing
 
-        return Ingestor(self.store, self.editor, **options).ingest(documents)
+        with self.projecting_alongside(_bytes_left(documents)) as loader:
+            return Ingestor(self.store, self.editor, loader=loader, **options).ingest(documents)
 
     # -- importers (CONTRACT section 7; commands/importers) ------------------------------
     # Each CSV row becomes one report document fed to the same ingest as JSON Lines. They

@@ -1,4 +1,4 @@
-"""A projector in a process of its own beside a long import: the second core.
+"""A projector in a process of its own beside a long import or ingest: the second core.
 
 While an import decides and stores its rows (one core), this process projects the events as
 they are committed, so the first query after the import finds little left to catch up. It is
