@@ -287,6 +287,29 @@ CLOCK_DDL = ("CREATE TABLE IF NOT EXISTS tollbook_clock "
              "(id INTEGER PRIMARY KEY CHECK (id = 1), last_recorded_at BIGINT NOT NULL)")
 
 
+LOCK_POLL = 0.002
+
+
+def _begin_polling(cursor: sqlite3.Cursor) -> None:
+    """BEGIN IMMEDIATE, asked again every LOCK_POLL seconds until the connection's busy timeout.
+    SQLite's own wait asks again only every 100 ms once it has waited a while: it misses most of
+    the moments an import lets go of the lock between its batches (tollbook/follower.py)."""
+    (timeout,), = cursor.execute("PRAGMA busy_timeout").fetchall()
+    cursor.execute("PRAGMA busy_timeout = 0")
+    deadline = time.monotonic() + timeout / 1000
+    try:
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(LOCK_POLL)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {timeout}")
+
+
 class EventStore:
     """The write side's and the read side's one door to the database."""
 
@@ -296,6 +319,8 @@ class EventStore:
         # SQLite's page cache for a write transaction, in KiB (see _begin); a process that only
         # writes small batches (tollbook/follower.py) keeps less.
         self.write_cache_kib = 65_536
+        # Whether a SQLite write asks for the lock every LOCK_POLL seconds (see _begin_polling).
+        self.lock_polling = False
         # Past this size, a write's commit checkpoints the whole WAL and truncates it (see _bound_wal).
         self.wal_limit = WAL_LIMIT
         self._wal_deferred = 0  # after a refusal: how much more the WAL may grow before the next try
@@ -466,7 +491,10 @@ class EventStore:
                 # A read gains little from a big cache, and a connection keeps what it cached: a
                 # re-import reading receipts all over a big log grew by the cache (issue 11, item 5).
                 cursor.execute("PRAGMA cache_size = -2000")  # SQLite's default
-            cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write and self.lock_polling:
+                _begin_polling(cursor)
+            else:
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except BaseException as error:
             end(commit=False)
             failure = unusable(error)

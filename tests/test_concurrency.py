@@ -675,3 +675,32 @@ def test_queries_during_a_long_import_answer(db_path, tmp_path, run, jsonl):
         out, err = writer.communicate(timeout=240)
     assert writer.returncode == 0, err
     assert latencies and max(latencies) < 25, latencies
+
+
+def test_a_write_that_asks_for_the_lock_again_and_again_gets_it_once_it_is_let_go(tmp_path):
+    """The follower beside an import asks for SQLite's write lock every 2 ms
+    (EventStore.lock_polling) instead of waiting in SQLite's busy handler, which asks every
+    100 ms and missed the moments the import lets go of it. A write begun while another
+    connection holds the lock waits, then holds it, and its connection's busy timeout is as
+    before."""
+    import sqlite3
+
+    from tollbook.api import Tollbook
+
+    db = str(tmp_path / "t.db")
+    with Tollbook(db, editor="t") as book:
+        book.store.lock_polling = True
+        other = sqlite3.connect(db, isolation_level=None, timeout=0, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+        start = time.monotonic()
+        with book.store.transaction() as cursor:
+            waited = time.monotonic() - start
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == 30_000
+        assert waited >= 0.25
+        other.execute("BEGIN IMMEDIATE")  # let go at the end of the transaction
+        other.execute("COMMIT")
+        other.close()

@@ -147,9 +147,12 @@ def main() -> None:
         from tollbook.store.memory import without_cycle_collection
 
         with Tollbook(os.environ["TOLLBOOK_DB"]) as book, without_cycle_collection():
-            # Small batches and a small page cache: its memory is the import's besides its own.
+            # A small page cache: its memory is the import's besides its own. The import lets go
+            # of the write lock for a moment once a batch: asked for every 2 ms, the lock is had
+            # in most of them, and a piece (read) longer than an import's batch keeps up with it.
             book.store.write_cache_kib = 16_384
-            book.projector.read = 10_000
+            book.store.lock_polling = True
+            book.projector.read = 20_000
             book.projector.follow(stop, poll=0.2)
             book.projector.catch_up()  # what the import wrote last: its first query finds it done
     except BaseException:  # the parent's catch-up reports what failed
