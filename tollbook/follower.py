@@ -150,9 +150,11 @@ def main() -> None:
             # A small page cache: its memory is the import's besides its own. The import lets go
             # of the write lock for a moment once a batch: asked for every 2 ms, the lock is had
             # in most of them, and a piece (read) longer than an import's batch keeps up with it.
+            # A piece another projector wrote first (another ingest's follower) is worked out
+            # again under the lock: a batch no longer than a piece holds it no longer.
             book.store.write_cache_kib = 16_384
             book.store.lock_polling = True
-            book.projector.read = 20_000
+            book.projector.read = book.projector.batch = 20_000
             book.projector.follow(stop, poll=0.2)
             book.projector.catch_up()  # what the import wrote last: its first query finds it done
     except BaseException:  # the parent's catch-up reports what failed
