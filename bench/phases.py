@@ -85,8 +85,9 @@ def ingest(db: str, path: str) -> dict:
         result = book.ingest(lines)
     seconds = time.perf_counter() - start
     stored = _stored_events(book)
+    projected = min(book.projector.positions().values())  # by the follower beside a long ingest
     book.close()
-    return {"seconds": seconds, "stored_events": stored, "accepted": result.accepted,
+    return {"seconds": seconds, "stored_events": stored, "projected": projected, "accepted": result.accepted,
             "unchanged": result.unchanged, "rejected": len(result.rejected),
             "first_rejections": [str(r) for r in result.rejected[:3]], "max_rss_mb": _max_rss_mb()}
 

@@ -15,7 +15,8 @@ EVENTS = 3_000
 SQLITE_ROWS = [
     "events stored", "ingest", "raw SQLite insert", "ingest ÷ raw insert",
     "… the stack's floor: pydantic parse of the documents, pydantic events made and serialized, raw insert",
-    "projections catching up after ingest", "ingest + catching up", "rebuild from zero", "raw read + orjson decode",
+    "projections catching up after ingest", "ingest + catching up", "ingest + catching up ÷ raw insert",
+    "rebuild from zero", "raw read + orjson decode",
     "rebuild ÷ raw read", "… the read models' rows written raw",
     "… the read models' rows copied inside SQLite, no Python",
     "single-incident tally, random --as-of and --known-at",
